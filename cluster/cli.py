@@ -8,5 +8,14 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, help="sftrl: SFT vs RL post-training on Ray, Serve and DeepSpeed.")
 
+
+@app.command()
+def version() -> None:
+    """Print the installed sftrl version."""
+    from importlib.metadata import version as installed_version
+
+    typer.echo(f"sftrl {installed_version('sftrl')}")
+
+
 if __name__ == "__main__":
     app()
