@@ -6,6 +6,8 @@ only wires them together. Heavy imports (torch, ray) stay inside the command bod
 """
 import typer
 
+from cluster import cli_envs
+
 app = typer.Typer(no_args_is_help=True, help="sftrl: SFT vs RL post-training on Ray, Serve and DeepSpeed.")
 
 
@@ -16,6 +18,8 @@ def version() -> None:
 
     typer.echo(f"sftrl {installed_version('sftrl')}")
 
+
+app.add_typer(cli_envs.app)  # sftrl data ENV, sftrl play ENV
 
 if __name__ == "__main__":
     app()

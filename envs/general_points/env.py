@@ -1,0 +1,254 @@
+"""The GeneralPoints Gymnasium environment (`sftrl/GeneralPoints-v0`).
+
+    import gymnasium, envs
+    env = gymnasium.make("sftrl/GeneralPoints-v0", variant="id", modality="text")
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.general_points.cards import (
+    BLACK_SUITS, FACE_ORDINAL, FACE_RANKS, FACE_TEN, RANKS, RED_SUITS, SUITS, hand_values, normalise_rank,
+    solution_table,
+)  # fmt: skip
+from envs.general_points.oracle import oracle_answer
+from envs.general_points.prompt import MAX_PROMPT_CHARS, PROMPT_CHARSET, feedback_prompt, system_prompt, task_prompt
+from envs.general_points.render import render_hand
+from envs.general_points.verifier import CATEGORIES, MAX_ANSWER_CHARS, RewardTable, judge
+from envs.spaces import ChatMessages
+
+Variant = Literal["id", "rule_ood", "visual_ood"]
+Modality = Literal["text", "image"]
+# variant -> (J/Q/K values, suits of image hands, hand must hold a face card)
+VARIANTS: dict[str, tuple[tuple[int, int, int], tuple[str, ...], bool]] = {
+    "id": (FACE_TEN, BLACK_SUITS, False),
+    "rule_ood": (FACE_ORDINAL, BLACK_SUITS, True),
+    "visual_ood": (FACE_TEN, RED_SUITS, False),
+}
+
+
+class GeneralPointsEnv(gym.Env):
+    """
+    ## Description
+    The arithmetic card game of "SFT Memorizes, RL Generalizes" (Chu et al., 2025), a
+    generalisation of "24": the policy sees four cards and writes one formula that uses each
+    card's number exactly once and equals the target. GP-L lists the cards in the prompt; GP-VL
+    shows them only in a picture. Only solvable hands are dealt (exact rational arithmetic).
+
+    ## Action Space
+    The policy's raw text (`str`); `step` accepts any str and never raises on one. Declared as
+    `Text(max_length=4096, min_length=0, charset=string.printable)`. The answer is one JSON object
+    with `cards`, `number` and `formula`, e.g.
+    `{"cards": ["3", "3", "8", "8"], "number": [3, 3, 8, 8], "formula": "8/(3-8/3)"}`.
+    Parsing is lenient (code fences, single quotes, trailing commas, text around the object; a
+    trailing `= 24` in the formula), judging strict (tokens: whole numbers, + - * / and parentheses).
+
+    ## Observation Space
+    `Dict(messages=ChatMessages)`, plus `image=Box(0, 255, (H, W, 3), uint8)` for
+    `modality="image"`. `messages` is the chat so far (system turn, task turn, then alternating
+    answers and "You failed this trial because ..." turns), ready for a chat template; with an
+    image, the first user content is `[{"type": "image"}, {"type": "text", "text": ...}]`.
+    System and user texts are ASCII (`string.printable`) of at most 2048 characters.
+
+    ## Starting State
+    Four ranks drawn uniformly with replacement from A, 2-10, J, Q, K with `self.np_random`,
+    redrawn until solvable (and, for `rule_ood`, until one is a face card); suits drawn uniformly
+    from the variant's suits. `reset(options={"cards": ["3", "3", "8", "8"]})` deals that hand.
+
+    ## Rewards
+    | outcome (first failing check decides) | reward |
+    |---|---|
+    | VL only: `cards` read differ from the hand (formula not judged) | -1.5 |
+    | illegal formula / no answer object / no `formula` string | -3 |
+    | number misuse, per kind (number on no card, used too often, not used) | -2 each |
+    | legal formula, wrong value (or division by zero) | -1 |
+    | formula equals the target | +5 |
+
+    ## Episode End
+    - Termination: an answer equals the target.
+    - Truncation: the `max_attempts`-th answer failed (no extra call after the last failure).
+
+    ## Information
+    `cards` (ranks), `suits`, `numbers` (values under the rule), `target`, `variant`, `attempt`
+    (answers judged so far), `success`, `feedback` (verifier sentence, "" on success or at reset),
+    `reward_breakdown` (category -> reward, every category, zeros at reset), `answer` (`cards`, `number`, `formula`
+    as read; {} at reset or when nothing was read).
+
+    ## Arguments
+    - `variant`: "id" (J, Q, K = 10), "rule_ood" (J, Q, K = 11, 12, 13; a face card in every
+      hand), "visual_ood" (image only: red suits instead of black).
+    - `modality`: "text" or "image".
+    - `target` (24), `max_attempts` (5), `image_size` ((1200, 1200), width x height),
+      `rewards` (`RewardTable`), `render_mode` (None or "rgb_array").
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
+    max_turns = 5  # default bound on policy calls; an instance's bound is its `max_attempts`
+
+    def __init__(
+        self,
+        variant: Variant = "id",
+        modality: Modality = "text",
+        *,
+        target: int = 24,
+        max_attempts: int = 5,
+        image_size: tuple[int, int] = (1200, 1200),
+        rewards: RewardTable | None = None,
+        render_mode: str | None = None,
+    ):
+        _check_arguments(
+            variant, modality, target=target, max_attempts=max_attempts, image_size=image_size, render_mode=render_mode
+        )
+        self.variant, self.modality, self.target = variant, modality, target
+        self.face_cards, image_suits, self.face_required = VARIANTS[variant]
+        self.suits = image_suits if modality == "image" else SUITS
+        self.max_attempts = self.max_turns = max_attempts
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.rewards = rewards or RewardTable()
+        self.render_mode = render_mode
+        self.table = solution_table(self.face_cards, target)
+        self.action_space = spaces.Text(max_length=MAX_ANSWER_CHARS, min_length=0, charset=PROMPT_CHARSET)
+        self.observation_space = self._observation_space()
+        self._ranks: tuple[str, ...] = ()
+        self._hand_suits: tuple[str, ...] = ()
+        self._numbers: list[int] = []
+        self._messages: list[dict] = []
+        self._image: np.ndarray | None = None
+        self._attempt = 0
+        self._done = True
+
+    def _observation_space(self) -> spaces.Dict:
+        messages = ChatMessages(
+            spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PROMPT_CHARSET),
+            max_messages=2 + 2 * self.max_attempts,
+            max_answer_chars=MAX_ANSWER_CHARS,
+            image_in_first_user=self.modality == "image",
+        )
+        if self.modality == "text":
+            return spaces.Dict({"messages": messages})
+        width, height = self.image_size
+        return spaces.Dict({"messages": messages, "image": spaces.Box(0, 255, (height, width, 3), np.uint8)})
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        unknown = set(options) - {"cards"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; the only option is 'cards'")
+        self._ranks = self._hand_from(options["cards"]) if "cards" in options else self._deal()
+        self._numbers = hand_values(self._ranks, self.face_cards)
+        self._hand_suits = tuple(self.suits[i] for i in self._uniform_indices(len(self.suits), len(self._ranks)))
+        self._attempt, self._done = 0, False
+        task = task_prompt(None if self.modality == "image" else self._ranks, self.face_cards, target=self.target)
+        if self.modality == "image":
+            self._image = render_hand(self._ranks, self._hand_suits, size=self.image_size)
+            content: str | list = [{"type": "image"}, {"type": "text", "text": task}]
+        else:
+            content = task
+        self._messages = [
+            {"role": "system", "content": system_prompt(self.target)},
+            {"role": "user", "content": content},
+        ]
+        breakdown = dict.fromkeys(CATEGORIES, 0.0)
+        return self._observation(), self._info(success=False, feedback="", breakdown=breakdown, answer={})
+
+    def _deal(self) -> tuple[str, ...]:
+        """Draw ranks uniformly with replacement until the hand qualifies (rejection sampling)."""
+        while True:
+            ranks = tuple(RANKS[i] for i in self._uniform_indices(len(RANKS), 4))
+            if (not self.face_required or FACE_RANKS.intersection(ranks)) and self.table.is_solvable(ranks):
+                return ranks
+
+    def _uniform_indices(self, n_choices: int, count: int) -> list[int]:
+        """``count`` independent uniform draws from range(n_choices), from one integer draw (fast)."""
+        code = int(self.np_random.integers(n_choices**count))
+        return [(code // n_choices**k) % n_choices for k in range(count)]
+
+    def _hand_from(self, cards: Any) -> tuple[str, ...]:
+        """Validate a hand given in `options["cards"]`."""
+        if not isinstance(cards, (list, tuple)) or len(cards) != 4:
+            raise ValueError(f"options['cards'] must list 4 cards, e.g. ['3', '3', '8', '8']; got {cards!r}")
+        ranks = tuple(normalise_rank(rank) for rank in cards)
+        if None in ranks:
+            raise ValueError(f"options['cards'] = {cards!r} holds a value that is not a rank; use {list(RANKS)}")
+        if self.face_required and not FACE_RANKS.intersection(ranks):
+            raise ValueError(f"rule_ood hands hold a face card (J, Q or K); {list(ranks)} has none")
+        if not self.table.is_solvable(ranks):
+            raise ValueError(f"the hand {list(ranks)} has no solution for {self.target} under J,Q,K={self.face_cards}")
+        return ranks
+
+    def step(self, action: str):
+        if self._done:
+            raise RuntimeError("the episode is over (or was never started); call reset() before step()")
+        if not isinstance(action, str):
+            raise TypeError(f"the action must be the policy's text (str), got {type(action).__name__}")
+        verdict = judge(
+            action, self._ranks, self.face_cards,
+            target=self.target, check_cards=self.modality == "image", rewards=self.rewards,
+        )  # fmt: skip
+        self._attempt += 1
+        # The echo is clipped to the space's bound; longer answers were judged illegal unread.
+        self._messages = [*self._messages, {"role": "assistant", "content": action[:MAX_ANSWER_CHARS]}]
+        terminated = verdict.success
+        truncated = not terminated and self._attempt >= self.max_attempts
+        if not terminated:
+            self._messages.append({"role": "user", "content": feedback_prompt(verdict.feedback)})
+        self._done = terminated or truncated
+        info = self._info(
+            success=verdict.success, feedback=verdict.feedback, breakdown=verdict.breakdown, answer=verdict.answer
+        )
+        return self._observation(), verdict.reward, terminated, truncated, info
+
+    def _observation(self) -> dict[str, Any]:
+        if self.modality == "image":
+            return {"messages": list(self._messages), "image": self._image}
+        return {"messages": list(self._messages)}
+
+    def _info(self, *, success: bool, feedback: str, breakdown: dict, answer: dict) -> dict[str, Any]:
+        return {
+            "cards": list(self._ranks), "suits": list(self._hand_suits),
+            "numbers": list(self._numbers), "target": self.target,
+            "variant": self.variant, "attempt": self._attempt, "success": success, "feedback": feedback,
+            "reward_breakdown": dict(breakdown), "answer": dict(answer),
+        }  # fmt: skip
+
+    def oracle_action(self) -> str:
+        """A correct answer for the current hand (a solution drawn with `self.np_random`)."""
+        if not self._ranks:
+            raise RuntimeError("no hand dealt yet; call reset() before oracle_action()")
+        return oracle_answer(self._ranks, face_cards=self.face_cards, target=self.target, rng=self.np_random)
+
+    def render(self) -> np.ndarray | None:
+        """The picture of the current hand (`render_mode="rgb_array"`), or None before reset."""
+        if self.render_mode != "rgb_array" or not self._ranks:
+            return None
+        if self._image is not None:
+            return self._image
+        return render_hand(self._ranks, self._hand_suits, size=self.image_size)
+
+
+def _check_arguments(variant, modality, *, target, max_attempts, image_size, render_mode) -> None:
+    """Raise ValueError naming the bad constructor argument and the fix."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r} is unknown; use one of {sorted(VARIANTS)}")
+    if modality not in ("text", "image"):
+        raise ValueError(f"modality={modality!r} is unknown; use 'text' or 'image'")
+    if variant == "visual_ood" and modality != "image":
+        raise ValueError("variant='visual_ood' changes only the picture; use it with modality='image'")
+    if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+        raise ValueError(f"target={target!r} must be a positive int, e.g. 24")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ValueError(f"max_attempts={max_attempts!r} must be an int >= 1, e.g. 5")
+    if len(image_size) != 2 or not all(isinstance(v, int) and 64 <= v <= 4096 for v in image_size):
+        raise ValueError(f"image_size={image_size!r} must be (width, height) ints in [64, 4096], e.g. (1200, 1200)")
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode={render_mode!r} is unsupported; use None or 'rgb_array'")

@@ -1,0 +1,247 @@
+"""The V-IRL navigation Gymnasium environment (`sftrl/VIRL-v0`).
+
+    import gymnasium, envs
+    env = gymnasium.make("sftrl/VIRL-v0", variant="id", modality="text")
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.spaces import ChatMessages
+from envs.virl.city import generate_city
+from envs.virl.instructions import numbered
+from envs.virl.observation import PICTURE_OBSERVATION, history_text
+from envs.virl.oracle import oracle_answer
+from envs.virl.prompt import MAX_PROMPT_CHARS, PROMPT_CHARSET, feedback_prompt, system_prompt, task_prompt
+from envs.virl.render import DEFAULT_VIEW_PX, picture_shape, render_point
+from envs.virl.reward import MAX_ANSWER_CHARS, RewardTable, judge
+from envs.virl.route import MAX_INTERMEDIATE, MAX_TURNS, Route, synthetic_route
+from envs.virl.styles import OOD_STYLES, TRAINING_STYLE, Style
+
+Variant = Literal["id", "rule_ood", "visual_ood"]
+Modality = Literal["text", "image"]
+VARIANTS = ("id", "rule_ood", "visual_ood")
+#: visual_ood city i has seed OOD_CITY_SEED_BASE + i (never the training city's seed).
+OOD_CITY_SEED_BASE = 1_000_000
+_MAX_POINTS = 1 + (MAX_TURNS + 1) * (MAX_INTERMEDIATE + 1)
+
+
+class VirlEnv(gym.Env):
+    """
+    ## Description
+    The open-world navigation task of "SFT Memorizes, RL Generalizes" (Chu et al., 2025), after
+    V-IRL: the policy gets numbered route directions ("First, turn slightly left to face
+    northeast. Move forward until you reach the next intersection where Chase Bank is on your
+    right. ...") and, at each point of the route's rail, an observation; it answers with the
+    action to take there. V-IRL-L observes landmark sentences; V-IRL-VL a 2x2 street-view
+    picture (front, right / back, left). Cities are procedural (seeded street graphs, landmarks,
+    styles); `route_file` loads real V-IRL routes instead (`envs.virl.real_data`).
+
+    ## Action Space
+    The policy's raw text (`str`); `step` never raises on one. Declared as
+    `Text(max_length=4096, min_length=0, charset=string.printable)`. The answer is one JSON object
+    with `current observation`, `current instruction` and `action`, e.g.
+    `{"current observation": "No landmarks nearby", "current instruction": "Move forward until
+    you reach the next intersection.", "action": "forward()"}`. Actions: `forward()`, `stop()`,
+    `turn_direction(x)` with x a compass direction (north, northeast, ..., northwest) or, for
+    `rule_ood`, left, right, slightly left, slightly right. Whitespace and case are ignored.
+
+    ## Observation Space
+    `Dict(messages=ChatMessages)`, plus `image=Box(0, 255, (H, W, 3), uint8)` for
+    `modality="image"` (H, W = `render.picture_shape(view_px)`, 702 x 644 by default). Messages:
+    a system turn and the task turn for the current rail point (directions, action space, the
+    observation-action history "O_1: ... A_1: ..."); after a wrong answer, that answer and a
+    "You failed this trial because ..." turn follow. With an image, the first user content is
+    `[{"type": "image"}, {"type": "text", "text": ...}]`. Texts: ASCII, <= 8192 characters.
+
+    ## Starting State
+    The seed picks the city (the training city for id/rule_ood; one of `ood_cities` other cities,
+    each with an OOD style and `routes_per_ood_city` fixed routes, for visual_ood), a route with
+    2-5 turns between two places, the initial heading, and 0-4 intermediate points per leg, all
+    with `self.np_random`.
+
+    ## Rewards
+    | outcome | reward |
+    |---|---|
+    | action equals the expert action (agent moves on; `stop()` at the destination ends it) | +1 |
+    | wrong action (also: no JSON object, no string `action`) | -1 |
+    | wrong action and `current observation` claims/denies an intersection wrongly | -1.5 |
+
+    ## Episode End
+    - Termination: a correct `stop()` at the destination (`success=True`).
+    - Truncation: the `max_attempts`-th wrong answer at the same rail point.
+
+    ## Information
+    `expected_action`, `observation_text` (full text observation of the current point),
+    `instruction_index` (1-based sentence that applies), `point_index`, `n_points`, `attempt`
+    (answers given at the current point), `success`, `correct_actions`, `actions` (per-step
+    accuracy = correct_actions / actions), `feedback` ("" unless the last answer was wrong),
+    `variant`, `city`.
+
+    ## Arguments
+    - `variant`: "id" (absolute turns, training city), "rule_ood" (relative turns),
+      "visual_ood" (image only: other cities and styles).
+    - `modality`: "text" or "image".
+    - `city_seed` (0), `city_size` (8: intersections per side), `ood_cities` (9),
+      `routes_per_ood_city` (4), `view_px` (320: size of one view), `max_attempts` (2),
+      `rewards` (`RewardTable`), `route_file` / `pano_dir` (real V-IRL data), `render_mode`
+      (None or "rgb_array").
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
+    max_turns = 2 * _MAX_POINTS  # default bound on policy calls; an instance's is max_attempts * points
+
+    def __init__(self, variant: Variant = "id", modality: Modality = "text", *, city_seed: int = 0,
+                 city_size: int = 8, ood_cities: int = 9, routes_per_ood_city: int = 4,
+                 view_px: int = DEFAULT_VIEW_PX, max_attempts: int = 2, rewards: RewardTable | None = None,
+                 route_file: str | None = None, pano_dir: str | None = None, render_mode: str | None = None):
+        _check_arguments(variant, modality, max_attempts, view_px, render_mode, ood_cities, routes_per_ood_city)
+        self.variant, self.modality, self.view_px = variant, modality, view_px
+        self.city_seed, self.city_size = city_seed, city_size
+        self.ood_cities, self.routes_per_ood_city = ood_cities, routes_per_ood_city
+        self.max_attempts, self.rewards, self.render_mode = max_attempts, rewards or RewardTable(), render_mode
+        self.real_routes = None
+        if route_file is not None:
+            from envs.virl.real_data import VirlRoutes
+
+            self.real_routes = VirlRoutes.from_virl_files(route_file, pano_dir)
+            if modality == "image" and pano_dir is None:
+                raise ValueError("modality='image' with route_file needs pano_dir (the panorama folder)")
+        self.max_turns = max_attempts * (self.real_routes.max_points if self.real_routes else _MAX_POINTS)
+        self.action_space = spaces.Text(max_length=MAX_ANSWER_CHARS, min_length=0, charset=PROMPT_CHARSET)
+        self.observation_space = self._observation_space()
+        self._route: Route | None = None
+        self._style: Style = TRAINING_STYLE
+        self._done = True
+
+    def _observation_space(self) -> spaces.Dict:
+        messages = ChatMessages(spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PROMPT_CHARSET),
+                                max_messages=2 + 2 * self.max_attempts, max_answer_chars=MAX_ANSWER_CHARS,
+                                image_in_first_user=self.modality == "image")
+        if self.modality == "text":
+            return spaces.Dict({"messages": messages})
+        return spaces.Dict({"messages": messages, "image": spaces.Box(0, 255, picture_shape(self.view_px), np.uint8)})
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if options:
+            raise ValueError(f"VirlEnv.reset takes no options (got {sorted(options)}); the seed picks the route")
+        self._route, self._style = self._draw_route()
+        self._point, self._attempt, self._correct, self._actions = 0, 0, 0, 0
+        self._history: list[tuple[str, str]] = []
+        self._done = False
+        self._start_point()
+        return self._observation(), self._info(success=False, feedback="")
+
+    def _draw_route(self) -> tuple[Route, Style]:
+        rng = self.np_random
+        if self.real_routes is not None:
+            return self.real_routes.route(int(rng.integers(len(self.real_routes))), rng), TRAINING_STYLE
+        if self.variant != "visual_ood":
+            city = generate_city(self.city_seed, cols=self.city_size, rows=self.city_size)
+            return synthetic_route(city, rng, rng), TRAINING_STYLE
+        k, r = int(rng.integers(self.ood_cities)), int(rng.integers(self.routes_per_ood_city))
+        city = generate_city(OOD_CITY_SEED_BASE + k, cols=self.city_size, rows=self.city_size)
+        # The route is fixed per (city, index), as in VLN-mini; the rail still varies per episode.
+        plan_rng = np.random.default_rng([city.seed, r])
+        return synthetic_route(city, plan_rng, rng), OOD_STYLES[k % len(OOD_STYLES)]
+
+    def _start_point(self) -> None:
+        """Fresh conversation (and picture) for the current rail point."""
+        point = self._route.points[self._point]
+        picture = self.modality == "image"
+        current = PICTURE_OBSERVATION if picture else point.observation_text
+        task = task_prompt(numbered(self._route.instructions), history_text(self._history, current),
+                           relative_turns=self.variant == "rule_ood", picture=picture)
+        content: str | list = [{"type": "image"}, {"type": "text", "text": task}] if picture else task
+        self._messages = [{"role": "system", "content": system_prompt()}, {"role": "user", "content": content}]
+        self._image = self._picture() if picture else None
+
+    def _picture(self) -> np.ndarray:
+        point = self._route.points[self._point]
+        if self.real_routes is not None:
+            return self.real_routes.picture(point, view_px=self.view_px)
+        return render_point(point.view, self._style, view_px=self.view_px).image
+
+    def step(self, action: str):
+        if self._done:
+            raise RuntimeError("the episode is over (or was never started); call reset() before step()")
+        point = self._route.points[self._point]
+        expected = self._route.expected_action(self._point, self.variant)
+        verdict = judge(action, expected_action=expected, observation_text=point.observation_text,
+                        rewards=self.rewards)
+        self._actions += 1
+        self._attempt += 1
+        terminated = truncated = False
+        if verdict.correct:
+            self._correct += 1
+            terminated = point.kind == "stop"
+            if terminated:
+                self._messages = [*self._messages, {"role": "assistant", "content": action[:MAX_ANSWER_CHARS]}]
+            else:
+                self._history.append((point.observation_text, expected))
+                self._point, self._attempt = self._point + 1, 0
+                self._start_point()
+        else:
+            # The echo is clipped to the space's bound; longer answers were judged wrong unread.
+            answer = action[:MAX_ANSWER_CHARS] if isinstance(action, str) else ""
+            self._messages = [*self._messages, {"role": "assistant", "content": answer},
+                              {"role": "user", "content": feedback_prompt(verdict.feedback)}]
+            truncated = self._attempt >= self.max_attempts
+        self._done = terminated or truncated
+        return self._observation(), verdict.reward, terminated, truncated, self._info(
+            success=terminated, feedback=verdict.feedback)
+
+    def _observation(self) -> dict[str, Any]:
+        if self.modality == "image":
+            return {"messages": list(self._messages), "image": self._image}
+        return {"messages": list(self._messages)}
+
+    def _info(self, *, success: bool, feedback: str) -> dict[str, Any]:
+        point = self._route.points[self._point]
+        return {
+            "expected_action": self._route.expected_action(self._point, self.variant),
+            "observation_text": point.observation_text, "instruction_index": point.instruction_index,
+            "point_index": self._point, "n_points": len(self._route.points), "attempt": self._attempt,
+            "success": success, "correct_actions": self._correct, "actions": self._actions,
+            "feedback": feedback, "variant": self.variant, "city": self._route.city,
+        }  # fmt: skip
+
+    def oracle_action(self) -> str:
+        """The correct answer at the current rail point (observation, instruction, action)."""
+        if self._route is None:
+            raise RuntimeError("no route yet; call reset() before oracle_action()")
+        return oracle_answer(self._route, self._point, variant=self.variant)
+
+    def render(self) -> np.ndarray | None:
+        """The street-view picture of the current point (`render_mode="rgb_array"`), or None."""
+        if self.render_mode != "rgb_array" or self._route is None:
+            return None
+        return self._image if self._image is not None else self._picture()
+
+
+def _check_arguments(variant, modality, max_attempts, view_px, render_mode, ood_cities, routes_per_ood_city) -> None:
+    """Raise ValueError naming the bad constructor argument and the fix."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r} is unknown; use one of {list(VARIANTS)}")
+    if modality not in ("text", "image"):
+        raise ValueError(f"modality={modality!r} is unknown; use 'text' or 'image'")
+    if variant == "visual_ood" and modality != "image":
+        raise ValueError("variant='visual_ood' changes only the pictures; use it with modality='image'")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ValueError(f"max_attempts={max_attempts!r} must be an int >= 1, e.g. 2")
+    if not isinstance(view_px, int) or not 64 <= view_px <= 2048:
+        raise ValueError(f"view_px={view_px!r} must be an int in [64, 2048], e.g. 320")
+    if ood_cities < 1 or routes_per_ood_city < 1:
+        raise ValueError(f"ood_cities={ood_cities} and routes_per_ood_city={routes_per_ood_city} must be >= 1")
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode={render_mode!r} is unsupported; use None or 'rgb_array'")

@@ -1,0 +1,177 @@
+"""GeneralPoints as a Gymnasium env: API checks, seeding, variants, episodes, info."""
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs  # noqa: F401  (registers the ids)
+from envs.general_points.cards import FACE_ORDINAL, FACE_RANKS, hand_values, solution_table
+
+COMBOS = [("id", "text"), ("rule_ood", "text"), ("id", "image"), ("rule_ood", "image"), ("visual_ood", "image")]
+INFO_KEYS = {"cards", "numbers", "target", "variant", "attempt", "success", "feedback", "reward_breakdown", "answer"}
+
+
+def make(variant="id", modality="text", **kwargs):
+    return gym.make("sftrl/GeneralPoints-v0", variant=variant, modality=modality, **kwargs)
+
+
+@pytest.mark.parametrize("variant, modality", COMBOS)
+def test_check_env_passes(variant, modality):
+    env = make(variant, modality, image_size=(400, 400), render_mode="rgb_array")
+    check_env(env.unwrapped)
+
+
+def test_check_env_passes_at_the_default_1200_canvas():
+    env = make("id", "image")
+    check_env(env.unwrapped, skip_render_check=True)
+    assert env.observation_space["image"].shape == (1200, 1200, 3)
+
+
+@pytest.mark.parametrize("variant, modality", COMBOS)
+def test_same_seed_same_hand_image_and_episode(variant, modality):
+    def play(seed):
+        env = make(variant, modality, image_size=(300, 300))
+        obs, info = env.reset(seed=seed)
+        steps = [env.step(env.unwrapped.oracle_action() if i else "(1+2)*3")[1:] for i in range(2)]
+        return obs, info, steps
+
+    (obs_a, info_a, steps_a), (obs_b, info_b, steps_b) = play(7), play(7)
+    assert obs_a["messages"] == obs_b["messages"] and info_a == info_b and steps_a == steps_b
+    if modality == "image":
+        assert np.array_equal(obs_a["image"], obs_b["image"])
+    hands = {tuple(make(variant, modality, image_size=(300, 300)).reset(seed=s)[1]["cards"]) for s in range(20)}
+    assert len(hands) > 10  # different seeds, different hands
+
+
+def test_rule_ood_hands_hold_a_face_card_and_are_solvable_under_11_12_13():
+    env = make("rule_ood")
+    table = solution_table(FACE_ORDINAL, 24)
+    for seed in range(300):
+        _, info = env.reset(seed=seed)
+        assert FACE_RANKS & set(info["cards"]), info["cards"]
+        assert info["numbers"] == hand_values(info["cards"], FACE_ORDINAL)
+        assert table.solutions(info["cards"])
+
+
+def test_id_hands_are_solvable_and_numbers_use_ten_for_faces():
+    env = make("id")
+    for seed in range(200):
+        _, info = env.reset(seed=seed)
+        assert env.unwrapped.table.solutions(info["cards"])
+        assert all(n == 10 for card, n in zip(info["cards"], info["numbers"]) if card in FACE_RANKS)
+
+
+@pytest.mark.parametrize("variant, suits", [("id", {"spades", "clubs"}), ("visual_ood", {"hearts", "diamonds"})])
+def test_image_suits_follow_the_variant(variant, suits):
+    env = make(variant, "image", image_size=(200, 200))
+    seen = set()
+    for seed in range(30):
+        seen |= set(env.reset(seed=seed)[1]["suits"])
+    assert seen == suits
+
+
+def test_oracle_succeeds_on_every_variant():
+    for variant, modality in COMBOS:
+        env = make(variant, modality, image_size=(200, 200))
+        for seed in range(25):
+            env.reset(seed=seed)
+            _, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+            assert (reward, terminated, truncated, info["success"]) == (5.0, True, False, True), (variant, info)
+
+
+def test_options_cards_deal_that_hand_and_reject_bad_hands():
+    env = make("id")
+    _, info = env.reset(options={"cards": ["3", "3", "8", "8"]})
+    assert info["cards"] == ["3", "3", "8", "8"]
+    _, reward, terminated, _, _ = env.step('{"formula": "8/(3-8/3)"}')
+    assert reward == 5.0 and terminated
+    for bad in (["A", "A", "A", "A"], ["3", "3", "8"], ["3", "3", "8", "Z"], "3388"):
+        with pytest.raises(ValueError):
+            env.reset(options={"cards": bad})
+    with pytest.raises(ValueError, match="face card"):
+        make("rule_ood").reset(options={"cards": ["3", "3", "8", "8"]})
+    with pytest.raises(ValueError, match="unknown reset options"):
+        env.reset(options={"hand": ["3", "3", "8", "8"]})
+
+
+def test_sequential_revision_then_truncation_after_the_last_attempt():
+    env = make("id", max_attempts=3)
+    obs, info = env.reset(options={"cards": ["3", "3", "8", "8"]})
+    assert [m["role"] for m in obs["messages"]] == ["system", "user"] and info["attempt"] == 0
+    for attempt in (1, 2, 3):
+        obs, reward, terminated, truncated, info = env.step('{"formula": "3+3+8+8"}')
+        assert reward == -1.0 and not terminated and truncated == (attempt == 3) and info["attempt"] == attempt
+        assert obs["messages"][-2] == {"role": "assistant", "content": '{"formula": "3+3+8+8"}'}
+        assert obs["messages"][-1]["content"].startswith("You failed this trial because your formula evaluates to 22")
+        assert obs in env.observation_space
+    assert len(obs["messages"]) == 2 + 2 * 3
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step("anything")
+
+
+def test_success_terminates_after_a_revision():
+    env = make("id")
+    env.reset(options={"cards": ["3", "3", "8", "8"]})
+    env.step("no idea")
+    obs, reward, terminated, truncated, info = env.step('{"formula": "8/(3-8/3)"}')
+    assert (reward, terminated, truncated, info["success"], info["attempt"]) == (5.0, True, False, True, 2)
+    assert obs["messages"][-1]["role"] == "assistant" and info["feedback"] == ""
+
+
+def test_image_stays_in_the_first_user_turn_only():
+    env = make("id", "image", image_size=(200, 200))
+    obs, _ = env.reset(seed=0)
+    first = obs["messages"][1]["content"]
+    assert first[0] == {"type": "image"} and "The image shows four playing cards" in first[1]["text"]
+    assert "Q," not in first[1]["text"]
+    obs, *_ = env.step("wrong")
+    assert all(isinstance(m["content"], str) for m in obs["messages"][2:])
+    assert obs["image"].shape == (200, 200, 3) and obs["image"].dtype == np.uint8
+
+
+def test_text_prompt_lists_the_cards_and_the_face_rule():
+    _, info = make("rule_ood").reset(seed=3)
+    obs, _ = make("rule_ood").reset(seed=3)
+    task = obs["messages"][1]["content"]
+    assert ", ".join(info["cards"]) in task and "J counts as 11, Q as 12 and K as 13" in task
+    assert "each count as 10" in make("id").reset(seed=3)[0]["messages"][1]["content"]
+
+
+def test_info_holds_the_contract_keys_at_reset_and_step():
+    env = make("id", "image", image_size=(200, 200))
+    _, info = env.reset(seed=1)
+    assert INFO_KEYS <= info.keys() and info["variant"] == "id" and info["target"] == 24
+    _, _, _, _, info = env.step('{"cards": ["A"], "formula": "1"}')
+    assert INFO_KEYS <= info.keys() and info["reward_breakdown"]["wrong_cards"] == -1.5
+    assert info["answer"]["cards"] == ["A"] and not info["success"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"variant": "visual_ood", "modality": "text"}, {"variant": "hard"}, {"modality": "audio"}, {"target": 0},
+     {"max_attempts": 0}, {"image_size": (10, 10)}, {"render_mode": "ansi"}],
+)  # fmt: skip
+@pytest.mark.filterwarnings("ignore:.*render_mode")
+def test_bad_arguments_raise_value_error(kwargs):
+    with pytest.raises(ValueError):
+        make(**kwargs)
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_observation_space_samples_are_members_and_seedable(modality):
+    space = make("id", modality, image_size=(64, 64)).observation_space
+    space.seed(3)
+    first = space.sample()
+    space.seed(3)
+    again = space.sample()
+    assert first in space and first["messages"] == again["messages"]
+    assert dict(first, messages=[{"role": "tool", "content": "x"}]) not in space
+    assert dict(first, messages=[{"role": "user", "content": "caf\u00e9"}]) not in space  # outside the charset
+
+
+def test_custom_target_and_class_attributes():
+    env = make("id", target=10)
+    _, info = env.reset(seed=0)
+    assert info["target"] == 10
+    assert env.step(env.unwrapped.oracle_action())[1] == 5.0
+    assert type(env.unwrapped).max_turns == 5 and make(max_attempts=2).unwrapped.max_turns == 2
