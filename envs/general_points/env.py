@@ -21,6 +21,7 @@ from envs.general_points.oracle import oracle_answer
 from envs.general_points.prompt import MAX_PROMPT_CHARS, PROMPT_CHARSET, feedback_prompt, system_prompt, task_prompt
 from envs.general_points.render import render_hand
 from envs.general_points.verifier import CATEGORIES, MAX_ANSWER_CHARS, RewardTable, judge
+from envs.arguments import check_common_arguments
 from envs.spaces import ChatMessages
 
 Variant = Literal["id", "rule_ood", "visual_ood"]
@@ -238,17 +239,10 @@ class GeneralPointsEnv(gym.Env):
 
 def _check_arguments(variant, modality, *, target, max_attempts, image_size, render_mode) -> None:
     """Raise ValueError naming the bad constructor argument and the fix."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant={variant!r} is unknown; use one of {sorted(VARIANTS)}")
-    if modality not in ("text", "image"):
-        raise ValueError(f"modality={modality!r} is unknown; use 'text' or 'image'")
-    if variant == "visual_ood" and modality != "image":
-        raise ValueError("variant='visual_ood' changes only the picture; use it with modality='image'")
+    check_common_arguments(
+        variant, modality, variants=VARIANTS, max_attempts=max_attempts, default_attempts=5, render_mode=render_mode
+    )
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
         raise ValueError(f"target={target!r} must be a positive int, e.g. 24")
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ValueError(f"max_attempts={max_attempts!r} must be an int >= 1, e.g. 5")
     if len(image_size) != 2 or not all(isinstance(v, int) and 64 <= v <= 4096 for v in image_size):
         raise ValueError(f"image_size={image_size!r} must be (width, height) ints in [64, 4096], e.g. (1200, 1200)")
-    if render_mode not in (None, "rgb_array"):
-        raise ValueError(f"render_mode={render_mode!r} is unsupported; use None or 'rgb_array'")

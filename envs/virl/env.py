@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.arguments import check_common_arguments
 from envs.spaces import ChatMessages
 from envs.virl.city import generate_city
 from envs.virl.instructions import numbered
@@ -231,17 +232,10 @@ class VirlEnv(gym.Env):
 
 def _check_arguments(variant, modality, max_attempts, view_px, render_mode, ood_cities, routes_per_ood_city) -> None:
     """Raise ValueError naming the bad constructor argument and the fix."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant={variant!r} is unknown; use one of {list(VARIANTS)}")
-    if modality not in ("text", "image"):
-        raise ValueError(f"modality={modality!r} is unknown; use 'text' or 'image'")
-    if variant == "visual_ood" and modality != "image":
-        raise ValueError("variant='visual_ood' changes only the pictures; use it with modality='image'")
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ValueError(f"max_attempts={max_attempts!r} must be an int >= 1, e.g. 2")
+    check_common_arguments(
+        variant, modality, variants=VARIANTS, max_attempts=max_attempts, default_attempts=2, render_mode=render_mode
+    )
     if not isinstance(view_px, int) or not 64 <= view_px <= 2048:
         raise ValueError(f"view_px={view_px!r} must be an int in [64, 2048], e.g. 320")
     if ood_cities < 1 or routes_per_ood_city < 1:
         raise ValueError(f"ood_cities={ood_cities} and routes_per_ood_city={routes_per_ood_city} must be >= 1")
-    if render_mode not in (None, "rgb_array"):
-        raise ValueError(f"render_mode={render_mode!r} is unsupported; use None or 'rgb_array'")

@@ -1,0 +1,28 @@
+"""Constructor-argument checks shared by sftrl's environments.
+
+Each check raises ValueError naming the bad argument and the fix, so a typo in
+`gymnasium.make(..., variant="rule-ood")` fails at construction rather than mid-episode.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection
+
+
+def check_common_arguments(
+    variant, modality, *, variants: Collection[str], max_attempts, default_attempts: int, render_mode
+) -> None:
+    """Validate the arguments every sftrl env takes; raise ValueError on the first bad one.
+
+    `variants` lists the env's variant names; `default_attempts` is the example shown in the
+    error for `max_attempts`.
+    """
+    if variant not in variants:
+        raise ValueError(f"variant={variant!r} is unknown; use one of {sorted(variants)}")
+    if modality not in ("text", "image"):
+        raise ValueError(f"modality={modality!r} is unknown; use 'text' or 'image'")
+    if variant == "visual_ood" and modality != "image":
+        raise ValueError("variant='visual_ood' changes only the pictures; use it with modality='image'")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ValueError(f"max_attempts={max_attempts!r} must be an int >= 1, e.g. {default_attempts}")
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode={render_mode!r} is unsupported; use None or 'rgb_array'")
