@@ -1,0 +1,94 @@
+"""The `LoadedPolicy` record and the helpers every model builder shares: the cache, seeding."""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class LoadedPolicy:
+    """A model ready to generate, with what turns messages into its input ids.
+
+    `tokenizer` is always set (for VLMs it is `processor.tokenizer`); `processor` is set only for
+    VLMs. The model is in eval mode on the requested device and dtype. Generation needs
+    `eos_token_ids` (stop ids) and `pad_token_id` (left padding is the caller's job).
+    """
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    processor: Any | None
+    name: str
+    is_vlm: bool
+
+    @property
+    def pad_token_id(self) -> int:
+        """Id to pad batches with: the tokenizer's pad (for built-ins never an id the model should
+        learn to emit), else the first eos id for tokenizers without one (e.g. Llama 3)."""
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.eos_token_ids[0]
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """Ids that end generation: the generation config's, else the tokenizer's eos."""
+        eos = self.model.generation_config.eos_token_id
+        eos = self.tokenizer.eos_token_id if eos is None else eos
+        return [i for i in (eos if isinstance(eos, (list, tuple)) else [eos]) if i is not None]
+
+
+def cache_root() -> Path:
+    """`$SFTRL_CACHE`, default `~/.cache/sftrl`: where converted models are kept."""
+    return Path(os.environ.get("SFTRL_CACHE", "~/.cache/sftrl")).expanduser()
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Return directory `target`, creating it with `build(tmp_dir)` if it does not exist yet.
+
+    Safe when several processes ask at once: a file lock next to `target` lets one build while the
+    others wait and then find it; the build writes into a temporary sibling that is renamed into
+    place, so `target` is never seen half-written, even after a crash mid-build.
+    """
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if target.is_dir():
+            return target
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
+            build(tmp)
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+def seeded_init(factory: Callable[[], PreTrainedModel], seed: int) -> PreTrainedModel:
+    """Build a randomly initialised model from `seed`, leaving the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+def set_special_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make config and generation config agree with the tokenizer: stop at eos, pad with pad."""
+    for cfg in (model.config, model.generation_config):
+        cfg.bos_token_id = tokenizer.bos_token_id
+        cfg.eos_token_id = tokenizer.eos_token_id
+        cfg.pad_token_id = tokenizer.pad_token_id
+
+
+def place(model: PreTrainedModel, *, dtype: torch.dtype, device: str) -> PreTrainedModel:
+    """Move `model` to `device` and `dtype`, in eval mode (callers that train call `.train()`)."""
+    return model.to(device=device, dtype=dtype).eval()
