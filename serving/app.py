@@ -1,0 +1,194 @@
+"""The Ray Serve policy endpoint: deployment `PolicyServer` with a FastAPI ingress.
+
+HTTP routes (every one but /healthz needs `Authorization: Bearer $SFTRL_API_KEY` when a key is set):
+    POST /v1/generate            token-level generate (prompt/output ids, log-probs, policy_version)
+    POST /v1/chat/completions    OpenAI-compatible (image_url data URLs, n, logprobs, usage)
+    GET  /v1/models              OpenAI model list
+    GET  /v1/policy              model, version, device, replica, batching counters
+    GET  /healthz                liveness, no auth
+Handle methods (in-cluster callers; never exposed over HTTP):
+    await handle.generate.remote(request: dict) -> dict        same body/reply as /v1/generate
+    handle.broadcast("load_weights", weights_ref, version)      atomic, versions only go up
+
+The newest published weights live in a `WeightRegistry` deployment-scoped actor (see
+`serving/weights.py`); a replica loads them in its constructor, before Serve sends it traffic.
+
+    serve run serving.app:app                           # smollm2-135m, defaults
+    serve run serving.app:app_builder model=tiny num_replicas=2
+    sftrl serve --model smollm2-135m                    # the same, plus Ray start-up
+"""
+
+import hmac
+import os
+
+import psutil
+import ray
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from ray import serve
+from ray.serve import Application
+from ray.serve.config import BackpressureConfig, DeploymentActorConfig
+
+from serving.config import ServingConfig
+from serving.limits import RequestError, check_at_most
+from serving.openai_compat import chat_response, chat_to_generate
+from serving.schemas import ChatCompletionRequest, GenerateRequest, ModelCard, ModelList, PolicyInfo
+from serving.weights import WeightRegistry
+
+DEPLOYMENT_NAME = "PolicyServer"
+REGISTRY_ACTOR = "weights"
+CONTROL_SLOTS = 16  # requests a replica accepts beyond the generate queue (health, info, swaps)
+
+# No /docs, /redoc or /openapi.json: they would be routes outside the API key's reach.
+api = FastAPI(title="sftrl policy endpoint", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@api.exception_handler(RequestError)
+async def _request_error(_: Request, error: RequestError) -> JSONResponse:
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def _validation_message(error: ValidationError) -> str:
+    problems = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()[:5]]
+    return "invalid request: " + "; ".join(problems)
+
+
+@api.exception_handler(ValidationError)
+async def _validation_error(_: Request, error: ValidationError) -> JSONResponse:
+    body = {"error": {"message": _validation_message(error), "type": "invalid_request_error", "param": None,
+                      "code": "validation"},
+            "detail": error.errors(include_url=False, include_context=False, include_input=False)}
+    return JSONResponse(body, status_code=422)
+
+
+def _registry():
+    """The deployment's registry actor, resolved on each use (the controller may recreate it)."""
+    return serve.get_deployment_actor(REGISTRY_ACTOR)
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress(api)
+class PolicyServer:
+    """One replica: loads the policy, then the newest published weights, then serves."""
+
+    def __init__(self, config: ServingConfig):
+        import torch
+
+        from learner.models import load_policy
+        from serving.server import PolicyRuntime
+
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        device = config.resolved_device()
+        dtype = getattr(torch, config.resolved_dtype(device))
+        policy = load_policy(config.checkpoint or config.model, dtype=dtype, device=device)
+        self.config = config
+        self.model_name = config.model
+        self.runtime = PolicyRuntime(policy, config, device=device)
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        version, weights = ray.get(_registry().latest.remote())
+        if weights is not None:  # a later replica (restart, scale-up): catch up before taking traffic
+            self.runtime.weights.swap(weights, version)
+
+    # ------------------------------------------------------------------ handle methods
+    async def generate(self, request: dict) -> dict:
+        """Handle contract: `request` as the `/v1/generate` body; returns its reply as a dict."""
+        try:
+            parsed = GenerateRequest.model_validate(request)
+        except ValidationError as error:  # pydantic errors do not pickle through Ray; send a RequestError
+            raise RequestError(422, _validation_message(error), "validation") from None
+        return (await self.runtime.generate(parsed)).model_dump()
+
+    async def load_weights(self, weights, version: int) -> dict:
+        """Swap to `weights` (state dict, or an ObjectRef of one) as `version`; publish it for later replicas.
+
+        Called on every replica by `handle.broadcast("load_weights", ref, version)`. Raises
+        StaleVersionError for an older version. The first replica to claim a new version hands
+        the weights to the registry before returning, so when the broadcast has returned, a
+        replica that starts afterwards loads this version.
+        """
+        if isinstance(weights, ray.ObjectRef):
+            weights = await weights
+        result = await self.runtime.load_weights(weights, version)
+        registry = _registry()
+        if result.swapped and await registry.claim.remote(version):
+            await registry.publish.remote(version, weights)
+        return {"replica": self.replica, "version": self.runtime.weights.version, "swapped": result.swapped,
+                "seconds": result.seconds, "bytes": result.bytes}
+
+    def info(self) -> dict:
+        """What this replica serves (`GET /v1/policy`; `handle.broadcast("info")` lists every replica)."""
+        stats, memory = self.runtime.stats, psutil.Process().memory_full_info()
+        return PolicyInfo(model=self.model_name, version=self.runtime.weights.version, device=self.runtime.device,
+                          replica=self.replica, is_vlm=self.runtime.policy.is_vlm, batches=stats.batches,
+                          requests=stats.requests, largest_batch=stats.largest_batch,
+                          rss_mb=memory.rss / 2**20, private_mb=memory.uss / 2**20).model_dump()
+
+    # ------------------------------------------------------------------ HTTP routes
+    def _authorize(self, request: Request) -> None:
+        key = self.config.api_key
+        if key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {key.get_secret_value()}".encode()):
+            raise RequestError(401, "missing or wrong API key: send `Authorization: Bearer <SFTRL_API_KEY>`", "unauthorized")
+
+    async def _body(self, request: Request, model: type[BaseModel]) -> BaseModel:
+        body = await request.body()
+        check_at_most(len(body), self.config.limits.max_request_bytes, what="request body bytes",
+                      code="max_request_bytes", status=413)
+        return model.model_validate_json(body)
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.post("/v1/generate")
+    async def http_generate(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        parsed = await self._body(request, GenerateRequest)
+        return JSONResponse((await self.runtime.generate(parsed)).model_dump())
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        chat = await self._body(request, ChatCompletionRequest)
+        check_at_most(chat.n, self.config.limits.max_n, what="n", code="max_n")
+        replies = await self.runtime.generate_many(chat_to_generate(chat), n=chat.n)
+        response = chat_response(chat, replies, model=self.model_name, tokenizer=self.runtime.policy.tokenizer)
+        return JSONResponse(response.model_dump())
+
+    @api.get("/v1/models")
+    async def models(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        return JSONResponse(ModelList(data=[ModelCard(id=self.model_name, created=0)]).model_dump())
+
+    @api.get("/v1/policy")
+    async def policy(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        return JSONResponse(self.info())
+
+
+def build_app(config: ServingConfig) -> Application:
+    """The Serve application for `config` (bind it with `serve.run(build_app(cfg), name=cfg.app_name)`)."""
+    deployment = PolicyServer.options(
+        num_replicas=config.num_replicas,
+        ray_actor_options={"num_cpus": config.num_cpus_per_replica, "num_gpus": config.num_gpus_per_replica,
+                           "resources": config.resources_per_replica},
+        max_ongoing_requests=config.limits.max_queued_requests + CONTROL_SLOTS,
+        max_queued_requests=config.limits.caller_max_queued_requests,
+        backpressure_config=BackpressureConfig(retry_after_s=config.limits.retry_after_s),
+        deployment_actors=[DeploymentActorConfig(name=REGISTRY_ACTOR, actor_class=ray.remote(WeightRegistry),
+                                                 actor_options={"num_cpus": 0})],
+    )
+    return deployment.bind(config)
+
+
+def app_builder(args: dict[str, str]) -> Application:
+    """Serve application builder: `serve run serving.app:app_builder model=tiny num_replicas=2`."""
+    return build_app(ServingConfig(**args))
+
+
+app = build_app(ServingConfig(model=os.environ.get("SFTRL_MODEL", "smollm2-135m")))

@@ -1,0 +1,98 @@
+"""`ServingConfig`: every knob of the policy endpoint, one documented field each.
+
+The cluster's config tree composes this model (`cluster/config.py`); `sftrl serve` and
+`serving.app:app` build one from defaults plus environment variables. The API key comes from
+`SFTRL_API_KEY` and is kept as a `SecretStr`, so it never appears in a repr or a log line.
+
+    python -c "from serving.config import ServingConfig; print(ServingConfig())"
+"""
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+API_KEY_ENV = "SFTRL_API_KEY"
+
+
+def _api_key_from_env() -> SecretStr | None:
+    key = os.environ.get(API_KEY_ENV, "")
+    return SecretStr(key) if key else None
+
+
+class ServingLimits(BaseModel):
+    """Bounds on untrusted input; a request over one gets a 400/413/503 naming the limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- request size ---
+    max_request_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest HTTP body accepted (413 above).")
+    max_messages: int = Field(256, gt=0, description="Most chat messages in one request (400 above).")
+    max_stop_strings: int = Field(8, gt=0, description="Most stop strings in one request (400 above).")
+    max_n: int = Field(16, gt=0, description="Largest `n` (completions per chat request) accepted (400 above).")
+    # --- images ---
+    max_images: int = Field(4, ge=0, description="Most images in one request (400 above).")
+    max_image_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest decoded image file in bytes (413 above).")
+    max_image_pixels: int = Field(4096 * 4096, gt=0, description="Largest image width*height (413 above); checked before decoding pixels.")
+    # --- queue ---
+    max_queued_requests: int = Field(256, gt=0, description="Generate requests waiting or running per replica before 503.")
+    caller_max_queued_requests: int = Field(1024, gt=0, description="Backstop: requests a caller (proxy, handle) holds unrouted before Serve's own plain-text 503.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After header value (seconds) on a 503 for a full queue.")
+
+
+class ServingConfig(BaseModel):
+    """Ray Serve policy endpoint: model, replicas, batching, limits, network, auth."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- model ---
+    model: str = Field("smollm2-135m", description="Policy name or HF path given to learner.models.load_policy.")
+    checkpoint: str | None = Field(None, description="Directory in HF save_pretrained format loaded instead of `model`.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Replica device; auto = cuda when visible.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; auto = float32 on CPU, bfloat16 on CUDA.")
+    # --- replicas ---
+    app_name: str = Field("policy", description="Serve application name (handles: serve.get_deployment_handle('PolicyServer', app_name)).")
+    route_prefix: str = Field("/", description="HTTP route prefix of the application.")
+    num_replicas: int = Field(1, gt=0, description="Number of PolicyServer replicas.")
+    num_cpus_per_replica: float = Field(1.0, ge=0, description="Ray CPUs reserved per replica.")
+    num_gpus_per_replica: float = Field(0.0, ge=0, description="Ray GPUs reserved per replica (set 1 on GPU nodes).")
+    resources_per_replica: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per replica, e.g. {policy: 1} to land on KubeRay's policy group.")
+    torch_threads: int | None = Field(None, gt=0, description="torch intra-op threads per replica; None keeps torch's default.")
+    # --- batching ---
+    max_batch_size: int = Field(32, gt=0, description="Most requests generated together in one batch.")
+    batch_wait_timeout_s: float = Field(0.02, ge=0, description="An idle batcher starts once arrivals pause this long.")
+    batch_max_wait_s: float = Field(0.2, ge=0, description="Longest an idle batcher waits for company before it starts.")
+    max_new_tokens_limit: int = Field(1024, gt=0, description="Largest max_new_tokens a request may ask for (400 above).")
+    default_max_new_tokens: int = Field(256, gt=0, description="max_new_tokens when a request gives none.")
+    limits: ServingLimits = Field(default_factory=ServingLimits, description="Bounds on untrusted input.")
+    # --- network and auth ---
+    host: str = Field("127.0.0.1", description="HTTP bind address; 0.0.0.0 exposes the endpoint to the network.")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
+    api_key: SecretStr | None = Field(
+        default_factory=_api_key_from_env, description=f"Bearer key for every route but /healthz; default ${API_KEY_ENV}.")
+
+    @model_validator(mode="after")
+    def _check_token_limits(self) -> "ServingConfig":
+        if self.default_max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError(
+                f"default_max_new_tokens={self.default_max_new_tokens} exceeds max_new_tokens_limit="
+                f"{self.max_new_tokens_limit}; lower the default or raise the limit"
+            )
+        return self
+
+    def resolved_device(self) -> str:
+        """The torch device a replica uses ("cuda" when auto and CUDA is visible)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_dtype(self, device: str) -> str:
+        """The weights dtype name for `device` (auto: bfloat16 on CUDA, float32 on CPU)."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if device == "cuda" else "float32"

@@ -1,0 +1,191 @@
+"""Request and response bodies of the policy endpoint (pydantic v2).
+
+`GenerateRequest`/`GenerateResponse` are the token-level API (`POST /v1/generate`, and the dict
+that `handle.generate.remote(...)` takes and returns). The `Chat*` models follow the OpenAI chat
+completions API closely enough that the official `openai` client works against
+`POST /v1/chat/completions`; unknown OpenAI fields are ignored there, while `/v1/generate`
+forbids unknown fields so typos fail with a 422 instead of being silently dropped.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Role = Literal["system", "user", "assistant"]
+
+
+class TextPart(BaseModel):
+    """A text piece of a multimodal message."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class ImagePart(BaseModel):
+    """An image placeholder; the pixels come from the request's `images` list, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["image"]
+
+
+class Message(BaseModel):
+    """One HF-chat-template message (the envs' observation format)."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+    content: Union[str, list[Annotated[Union[TextPart, ImagePart], Field(discriminator="type")]]]
+
+
+class SamplingParams(BaseModel):
+    """Per-request sampling; each request in a batch keeps its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(1.0, ge=0.0, le=100.0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int | None = Field(None, ge=1, description="None = the server's default_max_new_tokens.")
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    stop: list[str] = Field(default_factory=list)
+
+
+class GenerateRequest(SamplingParams):
+    """`POST /v1/generate` body: exactly one of `messages` or `prompt_token_ids`."""
+
+    messages: list[Message] | None = None
+    prompt_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    images: list[str] = Field(default_factory=list, description="base64 PNG/JPEG or data URLs, in placeholder order.")
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> "GenerateRequest":
+        if (self.messages is None) == (self.prompt_token_ids is None):
+            raise ValueError("give exactly one of `messages` or `prompt_token_ids`")
+        if self.prompt_token_ids is not None and not self.prompt_token_ids:
+            raise ValueError("`prompt_token_ids` is empty; give at least one token id")
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` is empty; give at least one message")
+        return self
+
+
+class Timing(BaseModel):
+    queue_s: float
+    generate_s: float
+
+
+class GenerateResponse(BaseModel):
+    """`POST /v1/generate` reply; `logprobs` has one entry per output token, under the sampling temperature."""
+
+    text: str
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: Literal["stop", "length"]
+    policy_version: int
+    timing: Timing
+
+
+# ---------------------------------------------------------------- OpenAI chat completions
+
+
+class ImageURL(BaseModel):
+    url: str
+    detail: str | None = None
+
+
+class ChatTextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatImagePart(BaseModel):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class ChatMessage(BaseModel):
+    role: Role
+    content: Union[str, list[Annotated[Union[ChatTextPart, ChatImagePart], Field(discriminator="type")]]]
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's request we honour; other OpenAI fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float = Field(1.0, ge=0.0, le=100.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=0, description="Only 0 is supported.")
+    stream: Literal[False] = False
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[dict] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: ChoiceLogprobs | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    policy_version: int
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "sftrl"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class PolicyInfo(BaseModel):
+    """`GET /v1/policy`: what this replica serves."""
+
+    model: str
+    version: int
+    device: str
+    replica: str
+    is_vlm: bool
+    batches: int
+    requests: int
+    largest_batch: int
+    rss_mb: float  # resident, including object-store pages shared with other processes
+    private_mb: float  # unique set size: memory only this replica holds

@@ -1,0 +1,124 @@
+"""Versioned weights of a serving replica, and the registry that keeps the newest version.
+
+`VersionedWeights` owns the lock that generation and weight swaps share: a batch holds it from
+its first forward to its last token and reads the version once, so no generation mixes two
+versions; `swap` takes it, checks the version and copies the new tensors in place. Versions only
+go up: an older version is refused with `StaleVersionError`, the current one is a no-op (a replica
+that just loaded it from the registry may receive the same broadcast).
+
+`WeightRegistry` is where the newest published version lives. It runs as a Serve
+*deployment-scoped actor* of `PolicyServer` (`deployment_actors`, one per deployment, created and
+health-checked by the Serve controller, deleted with the deployment). After a broadcast swap, the
+first replica to `claim` a version hands the state dict to the registry, which keeps it in its
+own memory (so it outlives the learner that exported it). A replica that starts later
+(restart, scale-up) calls `latest()` in its constructor, before Serve routes traffic to it.
+Limit: if the controller recreates the registry actor itself, it starts empty, and new replicas
+serve the base weights until the next broadcast.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+
+class StaleVersionError(ValueError):
+    """A weight version older than the one being served."""
+
+
+@dataclass
+class SwapResult:
+    """What `VersionedWeights.swap` did."""
+
+    version: int
+    swapped: bool
+    seconds: float
+    bytes: int
+
+
+def check_state_dict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> int:
+    """Check names and shapes against `model`; returns the total bytes. Raises ValueError naming the bad keys.
+
+    Keys the model ties to another parameter (e.g. `lm_head.weight` tied to the embeddings) may be
+    absent; every other parameter and buffer of the model must be present with its shape.
+    """
+    expected = model.state_dict()
+    unexpected = sorted(set(weights) - set(expected))
+    tied = {name for name in expected if name not in dict(model.named_parameters(remove_duplicate=True))
+            and name not in dict(model.named_buffers())}
+    missing = sorted(set(expected) - set(weights) - tied)
+    bad_shape = sorted(k for k in set(weights) & set(expected) if tuple(weights[k].shape) != tuple(expected[k].shape))
+    if unexpected or missing or bad_shape:
+        raise ValueError(
+            f"weights do not fit the served model: unexpected {unexpected[:5]}, missing {missing[:5]}, "
+            f"wrong shape {bad_shape[:5]}; export the policy's HF state dict (no value head) of the same model"
+        )
+    return sum(t.numel() * t.element_size() for t in weights.values())
+
+
+class VersionedWeights:
+    """The served model's version and the lock shared by generation and swaps."""
+
+    def __init__(self, model: torch.nn.Module, *, version: int = 0):
+        self.model = model
+        self.version = version
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def reading(self) -> Iterator[int]:
+        """Hold the weights for one batch; yields the version the batch is generated with."""
+        with self._lock:
+            yield self.version
+
+    def swap(self, weights: Mapping[str, torch.Tensor], version: int) -> SwapResult:
+        """Copy `weights` into the model as `version`, waiting for the running batch to end.
+
+        Raises StaleVersionError for a version below the current one, ValueError for weights that
+        do not fit the model (checked before anything is copied).
+        """
+        if version < self.version:
+            raise StaleVersionError(f"weights version {version} is older than the served {self.version}; versions only go up")
+        size = check_state_dict(self.model, weights)
+        start = time.perf_counter()
+        with self._lock, torch.no_grad():
+            if version < self.version:
+                raise StaleVersionError(f"weights version {version} is older than the served {self.version}; versions only go up")
+            if version == self.version:
+                return SwapResult(version, False, 0.0, 0)
+            self.model.load_state_dict(weights, strict=False)  # keys checked above; tied ones may be absent
+            self.version = version
+        return SwapResult(version, True, time.perf_counter() - start, size)
+
+
+class WeightRegistry:
+    """Newest published weights of a deployment (run as a Serve deployment-scoped Ray actor).
+
+    The state dict is kept in this actor's memory: publishing costs one transfer (replica ->
+    registry), and `latest()` serialises it only when a replica starts.
+    """
+
+    def __init__(self):
+        self._version = 0
+        self._claimed = 0
+        self._weights: dict | None = None
+
+    def claim(self, version: int) -> bool:
+        """True for the first replica offering `version` newer than anything claimed: it should `publish`."""
+        if version <= self._claimed:
+            return False
+        self._claimed = version
+        return True
+
+    def publish(self, version: int, weights: dict) -> int:
+        """Keep `weights` as the newest version (ignored when not newer); returns the newest version."""
+        if version > self._version:
+            self._weights, self._version = weights, version
+        return self._version
+
+    def latest(self) -> tuple[int, dict | None]:
+        """(newest version, its state dict); (0, None) before any publish."""
+        return self._version, self._weights

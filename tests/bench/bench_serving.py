@@ -1,0 +1,156 @@
+"""Serving benchmark with smollm2-135m, 64 new tokens per request; prints its figures (`make bench`).
+
+- batching gain: 32 concurrent HTTP requests vs the same 32 one after another (target >= 4x);
+- service overhead: HTTP and handle throughput / in-process `generate_batch` at the same batch size
+  (32, and 1 for the sequential case) (target >= 0.85);
+- weight swap: seconds from `broadcast("load_weights", ...)` until both of 2 replicas serve the new
+  version, and GB/s of weights moved; resident memory per replica.
+Throughput counts generated tokens (seeded sampling makes every mode generate the same ones).
+
+    .venv/bin/python -m pytest tests/bench/bench_serving.py -s -p no:cacheprovider
+"""
+import asyncio
+import socket
+import threading
+import time
+from typing import NamedTuple
+
+import httpx
+import pytest
+import ray
+import torch
+from ray import serve
+
+from learner.models import load_policy
+from learner.prompt_encoding import encode_prompt
+from serving.app import build_app
+from serving.config import ServingConfig
+from serving.generation import GenerationRequest, generate_batch
+
+MODEL, NEW_TOKENS, N_REQUESTS, THREADS = "smollm2-135m", 64, 32, 1
+N_ALONE = 8  # in-process batch-1 rate measured on the first 8 requests (a rate; saves minutes)
+
+
+def _bodies() -> list[dict]:
+    return [{"messages": [{"role": "user", "content": f"Tell me fact number {i} about the sea."}],
+             "max_new_tokens": NEW_TOKENS, "temperature": 1.0, "seed": i} for i in range(N_REQUESTS)]
+
+
+def _tokens(replies) -> int:
+    return sum(len(r["output_token_ids"]) for r in replies)
+
+
+def _in_process(policy) -> dict:
+    requests = [GenerationRequest(encode_prompt(policy, b["messages"]).input_ids, NEW_TOKENS, seed=b["seed"])
+                for b in _bodies()]
+    generate_batch(policy, requests[:2])  # warm-up
+    start = time.perf_counter()
+    alone = [generate_batch(policy, [r])[0] for r in requests[:N_ALONE]]
+    sequential = sum(len(r.output_ids) for r in alone) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    batched = generate_batch(policy, requests)
+    batch = sum(len(r.output_ids) for r in batched) / (time.perf_counter() - start)
+    return {"sequential": sequential, "batched": batch}
+
+
+async def _http_concurrent(url: str) -> float:
+    async with httpx.AsyncClient(timeout=600) as client:
+        start = time.perf_counter()
+        replies = await asyncio.gather(*(client.post(f"{url}/v1/generate", json=b) for b in _bodies()))
+        return _tokens([r.json() for r in replies]) / (time.perf_counter() - start)
+
+
+def _http_sequential(url: str) -> float:
+    with httpx.Client(timeout=600) as client:
+        start = time.perf_counter()
+        replies = [client.post(f"{url}/v1/generate", json=b).json() for b in _bodies()]
+        return _tokens(replies) / (time.perf_counter() - start)
+
+
+def _handle_concurrent(handle) -> float:
+    start = time.perf_counter()
+    replies = [response.result() for response in [handle.generate.remote(b) for b in _bodies()]]
+    return _tokens(replies) / (time.perf_counter() - start)
+
+
+class SwapTiming(NamedTuple):
+    served_s: float  # broadcast -> every replica reports the new version
+    returned_s: float  # broadcast -> results() returned (includes publishing to the registry)
+    copy_s: float  # slowest replica's in-place copy under the lock
+
+
+def _swap(handle, weights: dict, version: int) -> SwapTiming:
+    """Time one broadcast swap to `version`, polling the replicas' versions while it runs."""
+    ref = ray.put(weights)
+    reports: list[dict] = []
+    start = time.perf_counter()
+    broadcast = threading.Thread(target=lambda: reports.extend(handle.broadcast("load_weights", ref, version).results()))
+    broadcast.start()
+    while {info["version"] for info in handle.broadcast("info").results()} != {version}:
+        time.sleep(0.05)
+    served = time.perf_counter() - start
+    broadcast.join()
+    return SwapTiming(served, time.perf_counter() - start, max(r["seconds"] for r in reports))
+
+
+@pytest.fixture(scope="module")
+def root():
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.mark.timeout(3600)
+def test_batching_gain_and_service_overhead(root):
+    torch.set_num_threads(THREADS)
+    local = _in_process(load_policy(MODEL))
+    config = ServingConfig(model=MODEL, app_name="bench", route_prefix="/bench", num_cpus_per_replica=THREADS,
+                           torch_threads=THREADS, max_batch_size=N_REQUESTS, batch_wait_timeout_s=0.1, batch_max_wait_s=1.0)
+    handle = serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
+    url = root + config.route_prefix
+    handle.generate.remote(_bodies()[0]).result()  # warm-up
+    batches = [handle.info.remote().result()["batches"]]
+    http_batched = asyncio.run(_http_concurrent(url))
+    batches.append(handle.info.remote().result()["batches"])
+    handle_batched = _handle_concurrent(handle)
+    batches.append(handle.info.remote().result()["batches"])
+    http_sequential = _http_sequential(url)
+    info = handle.info.remote().result()
+    serve.delete(config.app_name)
+    print(f"\n[bench_serving] {MODEL}, {NEW_TOKENS} new tokens, {N_REQUESTS} requests, {THREADS} torch threads, CPU")
+    print(f"  in-process  : batch 1 {local['sequential']:.1f} tok/s, batch {N_REQUESTS} {local['batched']:.1f} tok/s")
+    print(f"  HTTP        : sequential {http_sequential:.1f} tok/s, {N_REQUESTS} concurrent {http_batched:.1f} tok/s "
+          f"({batches[1] - batches[0]} batches)")
+    print(f"  handle      : {N_REQUESTS} concurrent {handle_batched:.1f} tok/s ({batches[2] - batches[1]} batches)")
+    print(f"  batching gain (HTTP concurrent / sequential): {http_batched / http_sequential:.2f}x (target >= 4)")
+    print(f"  service overhead, batch {N_REQUESTS}: HTTP {http_batched / local['batched']:.2f}, "
+          f"handle {handle_batched / local['batched']:.2f}; batch 1: HTTP {http_sequential / local['sequential']:.2f} "
+          f"(target >= 0.85)")
+    print(f"  memory, 1 replica: resident {info['rss_mb']:.0f} MiB, private (USS) {info['private_mb']:.0f} MiB")
+    assert http_batched > 0 and http_sequential > 0
+
+
+@pytest.mark.timeout(1800)
+def test_weight_swap_two_replicas(root):
+    config = ServingConfig(model=MODEL, app_name="swap", route_prefix="/swap", num_replicas=2,
+                           num_cpus_per_replica=1, torch_threads=1)
+    handle = serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
+    weights = {name: tensor.clone() for name, tensor in load_policy(MODEL).model.state_dict().items()}
+    size_gb = sum(t.numel() * t.element_size() for t in weights.values()) / 1e9
+    first = _swap(handle, weights, 1)
+    second = _swap(handle, weights, 2)
+    infos = handle.broadcast("info").results()
+    serve.delete(config.app_name)
+    print(f"\n[bench_serving] weight swap, 2 replicas, {size_gb:.2f} GB state dict (fp32)")
+    for label, timing in (("first", first), ("second", second)):
+        print(f"  {label} swap: {timing.served_s:.2f} s until both serve the new version "
+              f"({2 * size_gb / timing.served_s:.2f} GB/s into 2 replicas); broadcast returned after "
+              f"{timing.returned_s:.2f} s (incl. publishing to the registry); in-place copy {timing.copy_s:.2f} s")
+    memory = ", ".join(f"resident {info['rss_mb']:.0f} MiB / private {info['private_mb']:.0f} MiB" for info in infos)
+    print(f"  memory per replica after the swaps (resident counts shared object-store pages): {memory}")
+    assert {info["version"] for info in infos} == {2}

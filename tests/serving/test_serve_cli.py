@@ -1,0 +1,63 @@
+"""`sftrl serve`: starts Ray and Serve, prints a URL and a curl that works, stops cleanly on Ctrl-C."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from cluster.cli import app
+from cluster.cli_serve import example_curl
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_is_registered_with_its_options():
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0
+    for option in ("--model", "--checkpoint", "--host", "--port"):
+        assert option in result.output
+
+
+def test_example_curl_sends_the_key_only_when_set():
+    assert "Authorization" in example_curl("http://h:1", with_key=True)
+    assert "Authorization" not in example_curl("http://h:1", with_key=False)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sftrl_serve_prints_a_working_curl_and_stops_on_ctrl_c():
+    port = _free_port()
+    sftrl = Path(sys.executable).with_name("sftrl")
+    env = {k: v for k, v in os.environ.items() if k != "SFTRL_API_KEY"}
+    process = subprocess.Popen([str(sftrl), "serve", "--model", "tiny", "--port", str(port)], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        lines = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (lines and lines[-1].startswith("curl")):
+            line = process.stdout.readline()
+            assert line, f"sftrl serve exited early with {process.poll()}: {lines}"
+            lines.append(line.strip())
+        assert any(f"http://127.0.0.1:{port}" in line for line in lines)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        reply = subprocess.run(lines[-1], shell=True, capture_output=True, text=True, timeout=120)
+        completion = json.loads(reply.stdout)
+        assert completion["object"] == "chat.completion" and completion["usage"]["completion_tokens"] >= 1
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    assert process.returncode == 0

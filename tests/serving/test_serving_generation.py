@@ -1,0 +1,191 @@
+"""Unit tests of batched generation, request preparation, weight versions and the runtime, on `tiny` (no Ray)."""
+import asyncio
+import threading
+
+import pytest
+import torch
+
+from learner.models import load_policy
+from learner.prompt_encoding import encode_prompt
+from serving.config import ServingConfig, ServingLimits
+from serving.generation import GenerationRequest, generate_batch
+from serving.limits import RequestError
+from serving.prepare import PolicyLimits, prepare
+from serving.schemas import GenerateRequest
+from serving.server import PolicyRuntime, _Pending
+from serving.weights import StaleVersionError, VersionedWeights
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_policy("tiny")
+
+
+def _ids(policy, text):
+    return encode_prompt(policy, [{"role": "user", "content": text}]).input_ids
+
+
+def _teacher_forced_logprobs(policy, prompt, output, temperature):
+    ids = torch.tensor([prompt + output])  # (1, T)
+    with torch.no_grad():
+        logits = policy.model(input_ids=ids).logits[0, len(prompt) - 1:-1]  # (n_out, V)
+    logp = torch.log_softmax(logits / temperature, dim=-1)  # (n_out, V)
+    return logp.gather(-1, torch.tensor(output)[:, None]).squeeze(-1)  # (n_out,)
+
+
+def test_logprobs_match_a_teacher_forced_pass_despite_padding_and_early_finish(tiny):
+    prompts = [_ids(tiny, "hi"), _ids(tiny, "a much longer prompt than the first one, padded on the left")]
+    requests = [GenerationRequest(prompts[0], 3, temperature=0.7, seed=1),
+                GenerationRequest(prompts[1], 9, temperature=1.3, seed=2)]
+    results = generate_batch(tiny, requests)
+    assert [len(r.output_ids) for r in results] == [3, 9]
+    assert all(r.finish_reason == "length" for r in results)
+    for request, result in zip(requests, results):
+        expected = _teacher_forced_logprobs(tiny, request.prompt_ids, result.output_ids, request.temperature)
+        torch.testing.assert_close(torch.tensor(result.logprobs), expected, atol=2e-4, rtol=1e-4)
+
+
+def test_a_seeded_request_samples_the_same_alone_or_in_a_batch(tiny):
+    request = GenerationRequest(_ids(tiny, "seeded"), 8, temperature=1.0, seed=42)
+    alone = generate_batch(tiny, [request])[0]
+    mates = [GenerationRequest(_ids(tiny, f"mate {i} " * (i + 1)), 5, temperature=0.9) for i in range(3)]
+    together = generate_batch(tiny, mates[:1] + [request] + mates[1:])[1]
+    assert together.output_ids == alone.output_ids
+    other_seed = generate_batch(tiny, [GenerationRequest(request.prompt_ids, 8, seed=43)])[0]
+    assert other_seed.output_ids != alone.output_ids
+
+
+def test_tiny_top_p_is_greedy(tiny):
+    prompt = _ids(tiny, "nucleus")
+    greedy, nucleus = generate_batch(tiny, [GenerationRequest(prompt, 6, temperature=0.0),
+                                            GenerationRequest(prompt, 6, temperature=1.0, top_p=1e-6, seed=5)])
+    assert nucleus.output_ids == greedy.output_ids
+    torch.testing.assert_close(torch.tensor(nucleus.logprobs), torch.tensor(greedy.logprobs))
+
+
+def test_stop_string_cuts_the_text_and_ends_with_stop(tiny):
+    prompt = _ids(tiny, "stop me")
+    free = generate_batch(tiny, [GenerationRequest(prompt, 12, temperature=1.0, seed=7)])[0]
+    stop = free.text[6:9]
+    stopped = generate_batch(tiny, [GenerationRequest(prompt, 12, temperature=1.0, seed=7, stop=[stop])])[0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[:free.text.find(stop)]
+    assert stopped.output_ids == free.output_ids[:len(stopped.output_ids)]
+    assert len(stopped.logprobs) == len(stopped.output_ids) < 12
+
+
+def test_eos_ends_with_stop_and_is_kept(tiny, monkeypatch):
+    eos = tiny.eos_token_ids[0]
+    prompt = _ids(tiny, "end")
+    first = generate_batch(tiny, [GenerationRequest(prompt, 5, temperature=0.0)])[0].output_ids[0]
+    monkeypatch.setattr(type(tiny), "eos_token_ids", property(lambda self: [eos, first]))
+    result = generate_batch(tiny, [GenerationRequest(prompt, 5, temperature=0.0)])[0]
+    assert (result.output_ids, result.finish_reason) == ([first], "stop")
+
+
+# ---------------------------------------------------------------- prepare
+
+
+def _config(**kwargs):
+    return ServingConfig(model="tiny", **kwargs)
+
+
+def test_prepare_checks_every_limit(tiny):
+    limits = PolicyLimits.of(tiny)
+    ok = prepare(tiny, limits, GenerateRequest(prompt_token_ids=[1, 2], max_new_tokens=4), config=_config())
+    assert ok.prompt_ids == [1, 2] and ok.max_new_tokens == 4
+    cases = [
+        (GenerateRequest(prompt_token_ids=[1], max_new_tokens=2000), "max_new_tokens_limit"),
+        (GenerateRequest(prompt_token_ids=[1] * limits.context_tokens, max_new_tokens=1), "context_length"),
+        (GenerateRequest(prompt_token_ids=[limits.vocab_size]), "vocab_size"),
+        (GenerateRequest(prompt_token_ids=[1], stop=["x"] * 9), "max_stop_strings"),
+        (GenerateRequest(messages=[{"role": "user", "content": [{"type": "image"}]}]), "images"),
+    ]
+    for request, code in cases:
+        with pytest.raises(RequestError) as error:
+            prepare(tiny, limits, request, config=_config())
+        assert error.value.code == code and error.value.status == 400
+
+
+def test_prepare_joins_text_parts_for_a_text_only_template(tiny):
+    request = GenerateRequest(messages=[{"role": "user", "content": [{"type": "text", "text": "hello"}]}])
+    prepared = prepare(tiny, PolicyLimits.of(tiny), request, config=_config())
+    assert prepared.prompt_ids == _ids(tiny, "hello")
+    assert prepared.max_new_tokens == _config().default_max_new_tokens
+
+
+# ---------------------------------------------------------------- weights
+
+
+def _shifted(policy, delta):
+    return {name: tensor + delta for name, tensor in policy.model.state_dict().items()}
+
+
+def test_versions_only_go_up_and_bad_weights_change_nothing():
+    policy = load_policy("tiny")
+    weights = VersionedWeights(policy.model)
+    before = policy.model.model.norm.weight.clone()
+    assert weights.swap(_shifted(policy, 1.0), 2).swapped
+    assert weights.version == 2
+    torch.testing.assert_close(policy.model.model.norm.weight, before + 1.0)
+    assert not weights.swap(_shifted(policy, 1.0), 2).swapped  # same version: no-op
+    with pytest.raises(StaleVersionError):
+        weights.swap(_shifted(policy, 1.0), 1)
+    bad = {"not.a.param": torch.zeros(1), **_shifted(policy, 5.0)}
+    with pytest.raises(ValueError, match="not.a.param"):
+        weights.swap(bad, 3)
+    assert weights.version == 2
+    torch.testing.assert_close(policy.model.model.norm.weight, before + 1.0)
+
+
+def test_a_swap_waits_for_the_running_batch():
+    policy = load_policy("tiny")
+    weights = VersionedWeights(policy.model)
+    new = _shifted(policy, 1.0)
+    with weights.reading() as version:
+        swapper = threading.Thread(target=weights.swap, args=(new, 1))
+        swapper.start()
+        swapper.join(0.3)
+        assert swapper.is_alive() and weights.version == version == 0
+    swapper.join()
+    assert weights.version == 1
+
+
+# ---------------------------------------------------------------- runtime
+
+
+def test_runtime_batches_concurrent_requests_with_their_own_params(tiny):
+    runtime = PolicyRuntime(tiny, _config(max_batch_size=8, batch_wait_timeout_s=0.2), device="cpu")
+    requests = [GenerateRequest(prompt_token_ids=[1, 2 + i], max_new_tokens=2 + i, temperature=0.5 + 0.25 * i, seed=i)
+                for i in range(6)]
+
+    async def main():
+        return await asyncio.gather(*(runtime.generate(r) for r in requests))
+
+    replies = asyncio.run(main())
+    assert [len(r.output_token_ids) for r in replies] == [2 + i for i in range(6)]
+    assert [r.prompt_token_ids for r in replies] == [[1, 2 + i] for i in range(6)]
+    assert runtime.stats.largest_batch > 1 and runtime.stats.requests == 6
+    assert runtime.gate.in_flight == 0
+
+
+def test_runtime_refuses_past_its_queue_and_recovers(tiny):
+    runtime = PolicyRuntime(tiny, _config(limits=ServingLimits(max_queued_requests=2)), device="cpu")
+    request = GenerateRequest(prompt_token_ids=[1, 2], max_new_tokens=3)
+
+    async def main():
+        return await asyncio.gather(*(runtime.generate(request) for _ in range(5)), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    refused = [o for o in outcomes if isinstance(o, RequestError)]
+    assert len(refused) == 3 and all(o.status == 503 and o.retry_after_s == 1 for o in refused)
+    assert asyncio.run(runtime.generate(request)).finish_reason == "length"
+
+
+def test_a_failing_request_does_not_fail_its_batch_mates(tiny):
+    runtime = PolicyRuntime(tiny, _config(), device="cpu")
+    good = GenerationRequest([1, 2], 2)
+    poison = GenerationRequest([1, 10**7], 2)  # out-of-vocabulary id slipped past validation
+    outcomes = runtime._run_batch([_Pending(good, 0.0), _Pending(poison, 0.0)])
+    assert outcomes[0].error is None and len(outcomes[0].result.output_ids) == 2
+    assert outcomes[1].error is not None and outcomes[1].result is None
