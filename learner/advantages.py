@@ -1,0 +1,67 @@
+"""Advantage estimators: GAE over the turns of an episode (PPO), group normalisation (GRPO).
+
+- `gae_over_turns`: one reply is one action (RL4VLM, as in the paper), so GAE (Schulman et al.,
+  2016) runs over turns with the paper's gamma = 0.9, lambda = 0.95; the episode ends after its
+  last turn (bootstrap value 0).
+- `group_normalised_advantages`: GRPO (Shao et al., 2024) subtracts the mean reward of the group
+  (episodes on the same seed) and divides by its std; Dr. GRPO (Liu et al., 2025) does not divide.
+
+Pure Python + numpy; no torch.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import NamedTuple
+
+import numpy as np
+
+STD_EPS = 1e-6
+
+
+class GaeResult(NamedTuple):
+    """Per-turn advantages and value targets (returns = advantages + values)."""
+
+    advantages: list[float]
+    returns: list[float]
+
+
+def gae_over_turns(rewards: list[float], values: list[float], *, gamma: float = 0.9,
+                   lam: float = 0.95) -> GaeResult:
+    """GAE of one episode: A_t = delta_t + gamma lam A_{t+1}, delta_t = r_t + gamma V_{t+1} - V_t.
+
+    `values[t]` is the critic's value of turn t's prompt; the value after the last turn is 0
+    (the episode terminated or was truncated at its turn limit).
+    """
+    if len(rewards) != len(values):
+        raise ValueError(f"gae_over_turns needs one value per reward, got {len(values)} values "
+                         f"for {len(rewards)} rewards")
+    advantages = [0.0] * len(rewards)
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        next_value = values[t + 1] if t + 1 < len(values) else 0.0
+        delta = rewards[t] + gamma * next_value - values[t]
+        running = delta + gamma * lam * running
+        advantages[t] = running
+    return GaeResult(advantages, [a + v for a, v in zip(advantages, values)])
+
+
+def group_normalised_advantages(rewards: list[float], groups: list[int], *,
+                                scale_by_std: bool = True) -> list[float]:
+    """(r - mean of its group) / (population std of the group + 1e-6); no division for Dr. GRPO.
+
+    A group of one episode gets advantage 0 (nothing to compare it with).
+    """
+    if len(rewards) != len(groups):
+        raise ValueError(f"one group id per reward needed, got {len(groups)} for {len(rewards)}")
+    members: dict[int, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        members[group].append(index)
+    advantages = [0.0] * len(rewards)
+    for indices in members.values():
+        group_rewards = np.asarray([rewards[i] for i in indices], dtype=np.float64)
+        centred = group_rewards - group_rewards.mean()
+        if scale_by_std:
+            centred = centred / (group_rewards.std() + STD_EPS)
+        for i, value in zip(indices, centred):
+            advantages[i] = float(value)
+    return advantages

@@ -1,0 +1,86 @@
+"""Learner checkpoints: DeepSpeed's sharded save/load plus our client state, last K kept.
+
+Layout under a checkpoint root (DeepSpeed's, one directory per tag):
+
+    root/latest                 # text file: the newest tag (written by DeepSpeed)
+    root/step_00000012/         # ZeRO-3 shards of model, optimizer and LR schedule, per rank
+    root/step_00000010/         # older tags beyond `keep_checkpoints` are deleted
+
+The client state saved with every rank's shard holds the learner step, the policy version, the
+caller's data cursor and that rank's RNG states, so a resumed run continues bit for bit. Every rank
+calls `save_checkpoint` / `load_checkpoint` (both are collective); the root must be on storage all
+ranks share.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from learner.engine import LearnerEngine
+
+TAG_PREFIX = "step_"
+
+
+@dataclass
+class ClientState:
+    """What a checkpoint restores besides the weights and the optimizer."""
+
+    step: int
+    policy_version: int
+    data_cursor: int
+
+
+def rng_states() -> dict:
+    """The RNG states of python, numpy, torch (and CUDA when present) of this process."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    """Inverse of `rng_states`."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(learner: LearnerEngine, root: str | Path, *, data_cursor: int = 0) -> str:
+    """Save a tag `step_<step>` under `root`, point `latest` at it, prune to the last K; collective.
+
+    Returns the tag's directory.
+    """
+    root = Path(root)
+    tag = f"{TAG_PREFIX}{learner.step:08d}"
+    client = {"step": learner.step, "policy_version": learner.policy_version,
+              "data_cursor": data_cursor, "rng": rng_states()}
+    learner.engine.save_checkpoint(str(root), tag=tag, client_state=client, save_latest=True)
+    dist.barrier()  # all shards of this tag are on disk before anything older is deleted
+    if learner.rank == 0:
+        tags = sorted(p for p in root.glob(f"{TAG_PREFIX}*") if p.is_dir())
+        for old in tags[:-learner.config.keep_checkpoints]:
+            shutil.rmtree(old)
+    dist.barrier()  # no rank reads the directory while rank 0 prunes it
+    return str(root / tag)
+
+
+def load_checkpoint(learner: LearnerEngine, root: str | Path) -> ClientState:
+    """Load the `latest` tag under `root` (weights, optimizer, LR, RNG states); collective."""
+    if not (Path(root) / "latest").is_file():
+        raise FileNotFoundError(f"no checkpoint under {str(root)!r} (no 'latest' file): pass the "
+                                f"root directory given to save_checkpoint")
+    path, client = learner.engine.load_checkpoint(str(root))
+    if path is None:
+        raise FileNotFoundError(f"DeepSpeed could not load the latest checkpoint under {root!r}")
+    restore_rng_states(client["rng"])
+    learner.step, learner.policy_version = client["step"], client["policy_version"]
+    return ClientState(client["step"], client["policy_version"], client["data_cursor"])

@@ -1,0 +1,191 @@
+"""The Ray wrapper: `LearnerGroup` runs n ZeRO-3 ranks as Ray actors in one placement group.
+
+`LearnerRank` is a plain class (one rank: process group + `LearnerEngine`), wrapped by
+`ray.remote` only here, where it is launched, so it tests without Ray. `LearnerGroup` reserves a
+placement group of `resources_per_rank` bundles, starts one actor per bundle, lets rank 0 pick
+MASTER_ADDR/PORT, and joins torch.distributed among them (NCCL on GPUs, gloo on CPU). Callers pass
+ONE list of samples; the group shards it across ranks (`learner.batch.shard_for_ranks`).
+
+    import ray; ray.init(num_cpus=2)
+    group = LearnerGroup(2, LearnerConfig(model="tiny", algo="sft"), resources_per_rank={"CPU": 1})
+    metrics = group.sft_step(samples)          # {"loss/sft": ..., "perf/tokens_per_s": ...}
+    ref = group.export_weights()               # ObjectRef of rank 0's CPU state dict (HF names)
+    group.save("runs/ckpt", data_cursor=128); group.load("runs/ckpt"); group.shutdown()
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from learner.batch import Sample, shard_for_ranks
+from learner.checkpoint import ClientState, load_checkpoint, save_checkpoint
+from learner.config import LearnerConfig
+from learner.distributed import free_port, init_distributed, node_ip
+from learner.engine import LearnerEngine
+from learner.export import export_hf, gather_policy_state_dict
+
+
+class LearnerRank:
+    """One learner rank; every method is collective (all ranks call it with their shard)."""
+
+    def __init__(self, rank: int, world_size: int, config: LearnerConfig, *,
+                 use_gpu: bool) -> None:
+        if not use_gpu:  # a CPU rank on a GPU host must not pick up a GPU (nor NCCL)
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        self.rank, self.world_size, self.config = rank, world_size, config
+        self.engine: LearnerEngine | None = None
+
+    def master_address(self) -> tuple[str, int]:
+        """(address, free port) of this rank's host, for MASTER_ADDR/PORT (asked of rank 0)."""
+        return node_ip(), free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        """Join the process group and build the engine (loads the model, initialises ZeRO-3)."""
+        init_distributed(self.rank, self.world_size, master_addr=master_addr,
+                         master_port=master_port)
+        self.engine = LearnerEngine(self.config)
+
+    def sft_step(self, samples: list[Sample]) -> dict[str, float]:
+        return self.engine.sft_step(samples)
+
+    def rl_step(self, samples: list[Sample]) -> dict[str, float]:
+        return self.engine.rl_step(samples)
+
+    def values(self, samples: list[Sample]) -> list[float]:
+        return self.engine.values(samples)
+
+    def export_weights(self) -> dict[str, torch.Tensor] | None:
+        """Rank 0: the policy's full CPU state dict (HF names); other ranks: None."""
+        return gather_policy_state_dict(self.engine.module, rank=self.rank)
+
+    def export_hf(self, out_dir: str) -> str | None:
+        """Write a HF model directory from rank 0 (see learner.export); returns it on rank 0."""
+        state = self.export_weights()
+        if state is None:
+            return None
+        policy = self.engine.module.policy
+        export_hf(state, out_dir, model_config=policy.config,
+                  generation_config=policy.generation_config, tokenizer=self.engine.tokenizer,
+                  processor=self.engine.processor)
+        return out_dir
+
+    def save(self, root: str, data_cursor: int) -> str:
+        return save_checkpoint(self.engine, root, data_cursor=data_cursor)
+
+    def load(self, root: str) -> ClientState:
+        return load_checkpoint(self.engine, root)
+
+
+def absolute(path: str | Path) -> str:
+    """`path` made absolute on the driver, so actors (whose working directory may differ) agree."""
+    return str(Path(path).expanduser().resolve())
+
+
+def default_rank_resources() -> dict[str, float]:
+    """One CPU per rank, plus one GPU when the Ray cluster has GPUs (ZeRO-3 over NCCL then)."""
+    import ray
+
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return {"CPU": 1, "GPU": 1}
+    return {"CPU": 1}
+
+
+class LearnerGroup:
+    """n `LearnerRank` actors in a placement group; methods take one batch and shard it.
+
+    `resources_per_rank` is one placement-group bundle per rank, e.g. {"CPU": 1, "GPU": 1,
+    "learner": 1} (custom resources advertised by KubeRay worker groups); default:
+    `default_rank_resources()`.
+    """
+
+    def __init__(self, n_ranks: int, config: LearnerConfig, *,
+                 resources_per_rank: dict[str, float] | None = None) -> None:
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        if n_ranks < 1:
+            raise ValueError(f"n_ranks must be >= 1, got {n_ranks}")
+        bundle = dict(resources_per_rank or default_rank_resources())
+        self.n_ranks, self.config = n_ranks, config
+        self._placement = placement_group([bundle] * n_ranks, strategy="PACK")
+        ray.get(self._placement.ready())
+        custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
+        actor = ray.remote(LearnerRank)
+        self.actors = [
+            actor.options(
+                num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0), resources=custom,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    self._placement, placement_group_bundle_index=rank),
+            ).remote(rank, n_ranks, config, use_gpu=bundle.get("GPU", 0) > 0)
+            for rank in range(n_ranks)
+        ]
+        address, port = ray.get(self.actors[0].master_address.remote())
+        ray.get([a.setup.remote(address, port) for a in self.actors])
+
+    def _all(self, method: str, *args) -> list:
+        """Call `method(*args)` on every rank and wait for all (the calls are collective)."""
+        import ray
+
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def _sharded(self, method: str, samples: list[Sample], *, per_rank: int = 1) -> list:
+        if len(samples) < self.n_ranks * per_rank:
+            raise ValueError(f"{method} got {len(samples)} samples for {self.n_ranks} ranks: send "
+                             f"at least {self.n_ranks * per_rank} (n_ranks x mini_batches)")
+        import ray
+
+        shards = shard_for_ranks(samples, self.n_ranks)
+        refs = [getattr(actor, method).remote([samples[i] for i in shard])
+                for actor, shard in zip(self.actors, shards)]
+        return list(zip(shards, ray.get(refs)))
+
+    def sft_step(self, samples: list[Sample]) -> dict[str, float]:
+        """One SFT optimizer step on `samples`; metrics are the whole batch's (rank 0 reports)."""
+        return self._sharded("sft_step", samples)[0][1]
+
+    def rl_step(self, samples: list[Sample]) -> dict[str, float]:
+        """One PPO/GRPO update (ppo_epochs x mini_batches optimizer steps) on `samples`."""
+        return self._sharded("rl_step", samples, per_rank=self.config.mini_batches)[0][1]
+
+    def values(self, samples: list[Sample]) -> list[float]:
+        """Value-head estimates, one per sample, in the order given (algo='ppo')."""
+        result = [0.0] * len(samples)
+        for shard, shard_values in self._sharded("values", samples):
+            for index, value in zip(shard, shard_values):
+                result[index] = value
+        return result
+
+    def export_weights(self):
+        """ObjectRef of rank 0's CPU state dict of the policy (HF names, no value head)."""
+        import ray
+
+        refs = [a.export_weights.remote() for a in self.actors]
+        ray.get(refs[1:])  # the other ranks return None once their part of the gathers is done
+        return refs[0]
+
+    def export_hf(self, out_dir: str | Path) -> str:
+        """Write a HF model directory (safetensors, config, tokenizer) and return its path."""
+        return self._all("export_hf", absolute(out_dir))[0]
+
+    def save(self, root: str | Path, *, data_cursor: int = 0) -> str:
+        """Checkpoint every rank under `root` (see learner.checkpoint); returns the tag dir.
+
+        `root` must be storage every rank's node can write (the same disk on one machine)."""
+        return self._all("save", absolute(root), data_cursor)[0]
+
+    def load(self, root: str | Path) -> ClientState:
+        """Restore the `latest` checkpoint under `root` on every rank."""
+        return self._all("load", absolute(root))[0]
+
+    def shutdown(self) -> None:
+        """Kill the actors and release the placement group."""
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for actor in self.actors:
+            ray.kill(actor)
+        remove_placement_group(self._placement)
+        self.actors = []

@@ -1,0 +1,68 @@
+"""The module DeepSpeed trains: the HF policy, plus (PPO) a value head on the last prompt token.
+
+The value head is an MLP on the final hidden state of the last prompt token (the paper's critic,
+after RL4VLM): it scores the state the policy answers in. `PolicyWithValue.forward` returns only
+the logits the losses need (the output positions, via `logits_to_keep`) and the values. Weight
+export drops the value head: the policy's parameters keep their HF names under the `policy.`
+prefix (`POLICY_PREFIX`).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+POLICY_PREFIX = "policy."
+
+
+class ValueHead(nn.Module):
+    """hidden (B, H) -> value (B,): Linear, GELU, Linear, seeded for reproducibility."""
+
+    def __init__(self, hidden_size: int, width: int, *, seed: int) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Linear(width, 1))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(hidden).squeeze(-1)  # (B,)
+
+
+class ForwardOutput(NamedTuple):
+    """Logits of the last `n_logits` positions and, with a value head, one value per row."""
+
+    logits: torch.Tensor  # (B, n_logits, V)
+    values: torch.Tensor | None  # (B,)
+
+
+class PolicyWithValue(nn.Module):
+    """A HF causal LM (or VLM) and an optional `ValueHead`, trained as one DeepSpeed module."""
+
+    def __init__(self, policy: PreTrainedModel, value_head: ValueHead | None) -> None:
+        super().__init__()
+        self.policy = policy
+        self.value_head = value_head
+
+    @staticmethod
+    def hidden_size(policy: PreTrainedModel) -> int:
+        """Width of the text model's hidden state (VLMs keep it in their text config)."""
+        return policy.config.get_text_config().hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor, *, n_logits: int,
+                last_prompt_index: torch.Tensor | None = None,
+                pixel_values: torch.Tensor | None = None) -> ForwardOutput:
+        """Run the policy; values are computed when `last_prompt_index` (B,) is given."""
+        want_values = self.value_head is not None and last_prompt_index is not None
+        extra = {"pixel_values": pixel_values} if pixel_values is not None else {}
+        out = self.policy(input_ids=input_ids, attention_mask=attention_mask,
+                          position_ids=position_ids, logits_to_keep=n_logits,
+                          output_hidden_states=want_values, use_cache=False, **extra)
+        values = None
+        if want_values:
+            hidden = out.hidden_states[-1]  # (B, T, H)
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            values = self.value_head(hidden[rows, last_prompt_index]).float()  # (B,)
+        return ForwardOutput(out.logits, values)

@@ -1,0 +1,195 @@
+"""The ZeRO-3 engine without Ray (world size 1, gloo, CPU), on the `tiny` model.
+
+SFT loss falls; PPO values and value loss; KL to the frozen reference; exported weights equal the
+engine's; the HF export loads (from_pretrained, load_policy) and generates the same tokens; GRPO
+raises the reward of a toy one-word task (and would lower it with a flipped sign).
+"""
+import numpy as np
+import pytest
+import torch
+
+from learner.advantages import group_normalised_advantages
+from learner.batch import Sample
+from learner.config import LearnerConfig
+from learner.distributed import free_port, init_distributed
+from learner.engine import LearnerEngine
+from learner.export import export_hf, gather_policy_state_dict
+from learner.models import load_policy
+from learner.prompt_encoding import encode_prompt
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    init_distributed(0, 1, master_port=free_port())  # this process is the whole (1-rank) group
+    return load_policy("tiny")
+
+
+def chat_sample(policy, question, answer, **fields):
+    prompt = encode_prompt(policy, [{"role": "user", "content": question}]).input_ids
+    output = policy.tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    return Sample(prompt, output, **fields)
+
+
+@pytest.fixture
+def sft_batch(tiny):
+    return [chat_sample(tiny, f"Card {n}?", f'{{"formula": "{n}+{n}"}}') for n in range(4)]
+
+
+def test_sft_loss_falls_on_a_fixed_batch(tiny, sft_batch):
+    engine = LearnerEngine(LearnerConfig(model="tiny", algo="sft", lr=1e-2, micro_batch_tokens=64))
+    losses = [engine.sft_step(sft_batch)["loss/sft"] for _ in range(6)]
+    assert losses[-1] < losses[0] - 1.0, losses
+    assert engine.step == 6 and engine.policy_version == 6
+
+
+def test_gradient_checkpointing_gives_the_same_step(tiny, sft_batch):
+    runs = [LearnerEngine(LearnerConfig(model="tiny", algo="sft", lr=1e-2, dtype="float32",
+                                        gradient_checkpointing=flag)) for flag in (False, True)]
+    calls = [0, 0]
+    for index, engine in enumerate(runs):
+        mlp = engine.module.policy.model.layers[0].mlp
+        mlp.register_forward_pre_hook(lambda *_, i=index: calls.__setitem__(i, calls[i] + 1))
+        assert not mlp.training  # dropout stays off under checkpointing
+    first, second = ([engine.sft_step(sft_batch) for _ in range(2)] for engine in runs)
+    assert calls[1] == 2 * calls[0] > 0  # checkpointed layers run again in backward
+    for plain, checkpointed in zip(first, second):
+        assert checkpointed["loss/sft"] == pytest.approx(plain["loss/sft"], rel=1e-5)
+        assert checkpointed["optim/grad_norm"] == pytest.approx(plain["optim/grad_norm"], rel=1e-4)
+
+
+def test_ppo_values_and_value_loss(tiny, sft_batch):
+    engine = LearnerEngine(LearnerConfig(model="tiny", algo="ppo", lr=3e-3, is_cap=None))
+    with pytest.raises(ValueError, match="return_"):
+        engine.rl_step(sft_batch)
+    for sample, target in zip(sft_batch, [1.0, -1.0, 0.5, 0.0]):
+        sample.return_, sample.value, sample.logprobs = target, 0.0, [0.0] * len(sample.output_ids)
+    before = engine.values(sft_batch)
+    assert len(before) == len(sft_batch)
+    losses = [engine.rl_step(sft_batch)["loss/value"] for _ in range(5)]
+    assert losses[-1] < losses[0], losses
+
+
+def test_kl_to_the_frozen_reference_and_ppo_epochs_clip(tiny, sft_batch):
+    config = LearnerConfig(model="tiny", algo="grpo", lr=1e-2, kl_mode="k3_loss", kl_coef=0.1,
+                           ppo_epochs=2, mini_batches=2, is_cap=None, clip_low=0.01,
+                           clip_high=0.01)
+    engine = LearnerEngine(config)
+    for sample, advantage in zip(sft_batch, [1.0, -1.0, 1.0, -1.0]):
+        sample.advantage, sample.logprobs = advantage, [-1.0] * len(sample.output_ids)
+    first = engine.rl_step(sft_batch)
+    second = engine.rl_step(sft_batch)
+    for metrics in (first, second):  # the policy moved away from the frozen reference
+        assert metrics["loss/kl"] > 1e-4
+        assert metrics["loss/total"] == pytest.approx(metrics["loss/policy"]
+                                                      + 0.1 * metrics["loss/kl"], rel=1e-4)
+    assert engine.step == 8  # ppo_epochs x mini_batches optimizer steps per rl_step
+    assert first["rl/clip_fraction"] > 0  # later updates move pi away from the recorded pi_old
+
+
+def test_exported_weights_equal_the_engines_and_the_hf_export_generates_the_same(
+        tiny, sft_batch, tmp_path):
+    engine = LearnerEngine(LearnerConfig(model="tiny", algo="ppo", lr=1e-2, dtype="float32"))
+    engine.sft_step(sft_batch)
+    state = gather_policy_state_dict(engine.module, rank=0)
+    assert "value_head.net.0.weight" not in state and set(state) == set(tiny.model.state_dict())
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(engine.module.policy.parameters())):
+        for name, param in engine.module.policy.named_parameters():
+            assert torch.equal(state[name], param.detach().cpu()), name
+        assert not torch.equal(state["model.norm.weight"], tiny.model.model.norm.weight)
+    export_hf(state, tmp_path, model_config=engine.module.policy.config,
+              generation_config=engine.module.policy.generation_config, tokenizer=engine.tokenizer)
+    from transformers import AutoModelForCausalLM
+
+    prompt = torch.tensor([sft_batch[0].prompt_ids])  # (1, T)
+    with torch.no_grad():
+        expected = engine.module.policy.generate(prompt.to(engine.device), max_new_tokens=12,
+                                                 do_sample=False).cpu()
+        for model in (AutoModelForCausalLM.from_pretrained(tmp_path),
+                      load_policy(str(tmp_path)).model):
+            assert torch.equal(model.generate(prompt, max_new_tokens=12, do_sample=False),
+                               expected)
+
+
+def test_grpo_raises_the_reward_of_a_one_word_task(tiny):
+    """Reward 1 for answering ' yes' among 8 one-token words (sampling is restricted to them,
+    like a grammar); the learner sees full-vocabulary log-probs. A flipped sign drives the
+    probability of ' yes' to 0 instead."""
+    words = [" yes", " no", " cat", " dog", " red", " blue", " green", " maybe"]
+    ids = torch.tensor([tiny.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words])
+    prompt = encode_prompt(tiny, [{"role": "user", "content": "Answer with one word: yes"}])
+    engine = LearnerEngine(LearnerConfig(model="tiny", algo="grpo", lr=1e-2, is_cap=None))
+    sampler = load_policy("tiny").model
+    generator = torch.Generator().manual_seed(0)
+
+    def word_probs():
+        sampler.load_state_dict(gather_policy_state_dict(engine.module, rank=0))
+        with torch.no_grad():
+            logits = sampler(torch.tensor([prompt.input_ids])).logits[0, -1]  # (V,)
+        return torch.softmax(logits[ids], -1)  # (8,)
+
+    start = word_probs()[0].item()
+    for _ in range(8):
+        probs = word_probs()
+        actions = torch.multinomial(probs, 32, replacement=True, generator=generator)
+        rewards = (actions == 0).float().tolist()
+        advantages = group_normalised_advantages(rewards, [i // 16 for i in range(32)])
+        engine.rl_step([Sample(prompt.input_ids, [int(ids[a])], logprobs=[probs[a].log().item()],
+                               advantage=adv, group=i // 16)
+                        for i, (a, adv) in enumerate(zip(actions, advantages))])
+    end = word_probs()[0].item()
+    assert start < 0.2 and end > 0.6, (start, end)
+
+
+def test_vlm_sft_on_images_and_export_round_trip(tiny, tmp_path):
+    """tiny-vlm: pixel values reach the vision tower, loss falls, the export loads."""
+    vlm = load_policy("tiny-vlm")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
+    messages = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
+                for q in ("Which card?", "Which road?")]
+    answer = vlm.tokenizer('{"action": "left"}<|im_end|>', add_special_tokens=False)["input_ids"]
+    samples = [Sample(encode_prompt(vlm, m, [im]).input_ids, answer, images=[im])
+               for m, im in zip(messages, images)]
+    engine = LearnerEngine(LearnerConfig(model="tiny-vlm", algo="sft", lr=3e-3, dtype="float32"),
+                           policy=vlm)
+    losses = [engine.sft_step(samples)["loss/sft"] for _ in range(5)]
+    assert losses[-1] < losses[0] - 0.5, losses
+    state = gather_policy_state_dict(engine.module, rank=0)
+    export_hf(state, tmp_path, model_config=engine.module.policy.config,
+              generation_config=engine.module.policy.generation_config,
+              tokenizer=engine.tokenizer, processor=engine.processor)
+    exported = load_policy(str(tmp_path))
+    prompt = encode_prompt(exported, messages[0], [images[0]])
+    ids = torch.tensor([prompt.input_ids])  # (1, T)
+    with torch.no_grad():
+        ours = engine.module.policy(input_ids=ids.to(engine.device),
+                                    pixel_values=prompt.pixel_values.to(engine.device)).logits.cpu()
+        theirs = exported.model(input_ids=ids, pixel_values=prompt.pixel_values).logits
+        blank = exported.model(input_ids=ids,
+                               pixel_values=torch.zeros_like(prompt.pixel_values)).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert not torch.allclose(theirs, blank, atol=1e-3)  # the image matters to the logits
+
+
+def test_checkpoints_keep_the_last_k_and_restore_step_and_rng(tiny, sft_batch, tmp_path):
+    from learner.checkpoint import load_checkpoint, save_checkpoint
+
+    engine = LearnerEngine(LearnerConfig(model="tiny", algo="sft", lr=1e-2, dtype="float32",
+                                         keep_checkpoints=2))
+    for _ in range(3):
+        engine.sft_step(sft_batch)
+        save_checkpoint(engine, tmp_path, data_cursor=engine.step * 4)
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_00000002", "step_00000003"]
+    assert (tmp_path / "latest").read_text().strip() == "step_00000003"
+    expected_draw = torch.rand(3)
+    next_loss = engine.sft_step(sft_batch)["loss/sft"]
+    state = load_checkpoint(engine, tmp_path)
+    assert (state.step, state.policy_version, state.data_cursor) == (3, 3, 12)
+    assert torch.equal(torch.rand(3), expected_draw)
+    assert engine.sft_step(sft_batch)["loss/sft"] == pytest.approx(next_loss, rel=1e-6)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(engine, tmp_path / "missing")
