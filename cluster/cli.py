@@ -6,7 +6,7 @@ only wires them together. Heavy imports (torch, ray) stay inside the command bod
 """
 import typer
 
-from cluster import cli_envs, cli_serve
+from cluster import cli_envs, cli_serve, cli_train
 
 app = typer.Typer(no_args_is_help=True, help="sftrl: SFT vs RL post-training on Ray, Serve and DeepSpeed.")
 
@@ -20,6 +20,7 @@ def version() -> None:
 
 
 app.add_typer(cli_envs.app)  # sftrl data ENV, sftrl play ENV
+app.add_typer(cli_train.app)  # sftrl train, sftrl eval, sftrl plot
 app.command("serve")(cli_serve.serve)  # sftrl serve --model smollm2-135m
 
 if __name__ == "__main__":

@@ -1,71 +1,97 @@
-"""Interim `make demo`: the GeneralPoints oracle playing a few episodes of every variant.
+"""`make demo`: train SmolLM2-135M on GP-L (SFT warm-up, then GRPO), compare id vs rule_ood on
+held-out hands, plot the curves, then serve the trained policy on 127.0.0.1:8000 until Ctrl-C.
 
-Each episode opens with a naive first answer (the sum of the card numbers), so the verifier's
-feedback and the sequential revision show, then the oracle answers. Printed with rich; the picture
-of one image hand is saved to runs/demo/hand.png. The training driver replaces this module with the
-real SFT-then-RL run. Run: `python -m cluster.demo [--episodes 3] [--out runs/demo]`.
+    python -m cluster.demo [--config cluster/configs/demo.yaml] [--run-dir runs/demo] [--no-serve]
+                           [key=value ...]          # e.g. serving.port=8001 run.iterations=1
+
+Everything runs on this machine: a local Ray cluster, one Serve replica, one DeepSpeed rank, two
+rollout actors. The run directory holds the metrics, evaluation files, plots and final policy.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 
-SUIT_SYMBOLS = {"spades": "\u2660", "clubs": "\u2663", "hearts": "\u2665", "diamonds": "\u2666"}
-VARIANTS = [("id", "text"), ("rule_ood", "text"), ("id", "image"), ("rule_ood", "image"), ("visual_ood", "image")]
+from rich.console import Console
+
+from cluster.config import CONFIG_DIR, TrainConfig, load_config
+from cluster.evaluation import eval_requests, render_table
+from cluster.plot import plot_run
+from cluster.train import build_session, interrupt_on_sigterm
 
 
-def play_variant(variant: str, modality: str, *, episodes: int, first_seed: int):
-    """Play ``episodes`` episodes; return (rows for the table, the env after the last one)."""
+def example_request(config: TrainConfig) -> dict:
+    """An OpenAI chat request holding a held-out rule_ood hand of the demo's task."""
     import gymnasium
 
-    import envs  # noqa: F401  (registers the ids)
+    import envs  # noqa: F401  (registers the sftrl/* ids)
 
-    env = gymnasium.make("sftrl/GeneralPoints-v0", variant=variant, modality=modality, render_mode="rgb_array")
-    rows = []
-    for seed in range(first_seed, first_seed + episodes):
-        _, info = env.reset(seed=seed)
-        naive = "+".join(str(n) for n in info["numbers"])
-        naive_answer = json.dumps({"cards": info["cards"], "number": info["numbers"], "formula": naive})
-        _, first_reward, solved, _, first_info = env.step(naive_answer)
-        formula, second_reward = "", ""
-        if not solved:
-            oracle = env.unwrapped.oracle_action()
-            formula = json.loads(oracle)["formula"]
-            second_reward = f"{env.step(oracle)[1]:+g}"
-        hand = " ".join(rank + SUIT_SYMBOLS[suit] for rank, suit in zip(info["cards"], info["suits"]))
-        feedback = first_info["feedback"] or "solved"
-        rows.append((hand, naive, f"{first_reward:+g}", feedback, formula, second_reward))
-    return rows, env
+    spec = config.env.spec
+    env = gymnasium.make(spec.env_id, variant="rule_ood", modality=spec.modality, **config.env.kwargs)
+    obs, _ = env.reset(seed=eval_requests("rule_ood", 1)[0].seed)
+    return {"model": config.serving.model, "messages": obs["messages"], "temperature": 0,
+            "max_tokens": config.eval.sampling.max_new_tokens}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=3, help="episodes per variant")
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for hand.png")
-    args = parser.parse_args(argv)
+def show_serving(config: TrainConfig, run_dir: Path, console: Console) -> None:
+    """Write the example request, ask the server once, print the curl line and the reply."""
+    import httpx
 
-    from PIL import Image
-    from rich.console import Console
-    from rich.table import Table
+    request = example_request(config)
+    request_path = run_dir / "example_request.json"
+    request_path.write_text(json.dumps(request, indent=1))
+    base = f"http://{config.serving.host}:{config.serving.port}"
+    auth = ' -H "Authorization: Bearer $SFTRL_API_KEY"' if config.serving.api_key else ""
+    headers = {"Authorization": f"Bearer {config.serving.api_key.get_secret_value()}"} if config.serving.api_key else {}
+    reply = httpx.post(f"{base}/v1/chat/completions", json=request, headers=headers, timeout=120).json()
+    console.print(f"\n[bold]The trained policy is served at {base}[/bold] (OpenAI-compatible). Try:")
+    console.print(f"  curl -s {base}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
+                  f"-d @{request_path}", soft_wrap=True, markup=False)
+    console.print(f"  curl -s {base}/v1/policy{auth}", soft_wrap=True, markup=False)
+    console.print("Its answer to that request (a rule_ood hand it never saw):")
+    console.print("  " + reply["choices"][0]["message"]["content"], soft_wrap=True, markup=False)
 
-    from envs.seeds import EVAL_SEEDS
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIG_DIR / "demo.yaml"), help="YAML config")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="where the run writes")
+    parser.add_argument("--no-serve", action="store_true", help="stop after training, evaluation and plots")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. serving.port=8001")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     console = Console()
-    console.rule("GeneralPoints: the oracle plays every variant (sequential revision after a naive try)")
-    for variant, modality in VARIANTS:
-        rows, env = play_variant(variant, modality, episodes=args.episodes, first_seed=EVAL_SEEDS.start)
-        table = Table(title=f"variant={variant} modality={modality}", show_lines=False)
-        for column in ("hand", "try 1", "reward", "feedback", "oracle, try 2", "reward"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-        if (variant, modality) == ("id", "image"):
-            args.out.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(env.render()).save(args.out / "hand.png")
-            console.print(f"picture of the last hand saved to {args.out / 'hand.png'}")
+    config = load_config(args.config, [*args.overrides, f"run.serve_http={not args.no_serve}"])
+    console.print(f"[bold]sftrl demo[/bold]: {config.learner.model} on {config.env.task}, "
+                  f"{config.run.sft_steps} SFT steps then {config.run.iterations} {config.learner.algo.upper()} "
+                  f"iterations; run directory {args.run_dir}")
+    start = time.perf_counter()
+    session = build_session(config, args.run_dir)
+    interrupt_on_sigterm()
+    try:
+        state = session.trainer.run()
+        console.print(f"trained in {time.perf_counter() - start:.0f}s: policy version {state.policy_version}")
+        for iteration, results in session.trainer.evals:
+            stage = "after SFT" if iteration == 0 else f"after RL iteration {iteration}"
+            console.print(render_table(results, title=f"{config.env.task} {stage}, held-out hands: "
+                                                      "in-distribution vs rule OOD"))
+        for path in plot_run(args.run_dir):
+            console.print(f"plot: {path}")
+        if args.no_serve:
+            return 0
+        session.release_training()
+        show_serving(config, args.run_dir, console)
+        console.print("\nServing until Ctrl-C.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping")
+        return 0
+    finally:
+        session.close()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

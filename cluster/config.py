@@ -1,0 +1,276 @@
+"""The run's one typed config tree: YAML file + dotted command-line overrides -> `TrainConfig`.
+
+`TrainConfig` composes the owners' configs (`learner.config.LearnerConfig`,
+`serving.config.ServingConfig`) with the driver's own: `EnvConfig` (which task), `RolloutConfig`
+(the actor fleet and sampling), `EvalConfig` (held-out evaluation) and `RunConfig` (phases,
+checkpoints, seed). Load one with
+
+    cfg = load_config("cluster/configs/tiny.yaml", ["learner.lr=1e-6", "run.iterations=3"])
+
+An override is `dotted.key=value`; the value is read as YAML (`3` is an int, `true` a bool,
+`[a, b]` a list). Unknown keys and invalid values raise `ConfigError`, naming the key and the fix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from learner.config import LearnerConfig
+from serving.config import ServingConfig
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+Task = Literal["gp-l", "gp-vl", "virl-l", "virl-vl"]
+Variant = Literal["id", "rule_ood", "visual_ood"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How a task name maps to a registered environment."""
+
+    env_id: str
+    modality: Literal["text", "image"]
+    variants: tuple[str, ...]
+
+
+TASKS: dict[str, TaskSpec] = {
+    "gp-l": TaskSpec("sftrl/GeneralPoints-v0", "text", ("id", "rule_ood")),
+    "gp-vl": TaskSpec("sftrl/GeneralPoints-v0", "image", ("id", "rule_ood", "visual_ood")),
+    "virl-l": TaskSpec("sftrl/VIRL-v0", "text", ("id", "rule_ood")),
+    "virl-vl": TaskSpec("sftrl/VIRL-v0", "image", ("id", "rule_ood", "visual_ood")),
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvConfig(_Strict):
+    """Which environment the run trains and evaluates on."""
+
+    task: Task = "gp-l"
+    """gp-l / gp-vl: GeneralPoints as text / image; virl-l / virl-vl: V-IRL as text / image."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra keyword arguments for `gymnasium.make` (e.g. `target: 24`, `max_attempts: 5`)."""
+
+    @field_validator("kwargs")
+    @classmethod
+    def _no_driver_owned_kwargs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        owned = sorted({"variant", "modality"} & kwargs.keys())
+        if owned:
+            raise ValueError(
+                f"env.kwargs sets {owned}, which the driver chooses per task and evaluation "
+                "variant; remove them (pick the modality with env.task, e.g. env.task=gp-vl)"
+            )
+        return kwargs
+
+    @property
+    def spec(self) -> TaskSpec:
+        """The task's environment id, modality and evaluation variants."""
+        return TASKS[self.task]
+
+
+class SamplingConfig(_Strict):
+    """How the policy samples a reply (sent with every generate request)."""
+
+    temperature: float = Field(1.0, ge=0.0)
+    """Softmax temperature; 0 means greedy decoding."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    max_new_tokens: int = Field(256, gt=0)
+    """Upper bound on generated tokens per turn."""
+
+
+class RolloutConfig(_Strict):
+    """The rollout actor fleet: who plays how many episodes per RL iteration."""
+
+    n_actors: int = Field(2, gt=0)
+    """Rollout actors (Ray actors, CPU)."""
+    envs_per_actor: int = Field(4, gt=0)
+    """Environment instances each actor plays concurrently (asyncio)."""
+    episodes_per_iteration: int = Field(16, gt=0)
+    """Episodes collected per RL iteration, over all actors."""
+    group_size: int = Field(1, gt=0)
+    """Episodes per training seed (a GRPO group); episodes_per_iteration must be a multiple."""
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    """Sampling for training rollouts."""
+    num_cpus_per_actor: float = Field(0.25, ge=0.0)
+    """Ray CPUs reserved per actor (actors mostly wait on the policy server)."""
+    resources_per_actor: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources per actor, e.g. {rollout: 1} to land on KubeRay's rollout group."""
+    probe_timeout_s: float = Field(60.0, gt=0.0)
+    """How long to wait for a crashed actor that Ray restarts before replacing it."""
+
+    @model_validator(mode="after")
+    def _whole_groups(self) -> RolloutConfig:
+        if self.episodes_per_iteration % self.group_size:
+            raise ValueError(
+                f"rollout.episodes_per_iteration={self.episodes_per_iteration} is not a multiple "
+                f"of rollout.group_size={self.group_size}; make it one"
+            )
+        return self
+
+
+class EvalConfig(_Strict):
+    """Held-out evaluation on every variant of the task (EVAL_SEEDS)."""
+
+    every_n_iterations: int = Field(0, ge=0)
+    """Evaluate after every N RL iterations; 0 = only after the last one."""
+    after_sft: bool = False
+    """Also evaluate right after the SFT phase (logged at RL iteration 0): SFT vs RL in one run."""
+    episodes_per_variant: int = Field(32, gt=0)
+    """Episodes per variant (id, rule_ood, visual_ood for VL tasks)."""
+    greedy: bool = True
+    """Greedy decoding (temperature 0); false samples with eval.sampling."""
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    """Sampling when greedy is false; its max_new_tokens applies in both cases."""
+
+
+class AdvantageConfig(_Strict):
+    """How rewards become advantages (batch_builder.py)."""
+
+    gamma: float = Field(0.9, ge=0.0, le=1.0)
+    """PPO: discount between the turns of an episode (GAE over turns)."""
+    lam: float = Field(0.95, ge=0.0, le=1.0)
+    """PPO: GAE lambda."""
+    scale_by_std: bool = True
+    """GRPO: divide by the group's reward std; false is Dr. GRPO."""
+
+
+class RunConfig(_Strict):
+    """Phases, checkpoints, seeds and learner placement of one run."""
+
+    sft_steps: int = Field(0, ge=0)
+    """SFT optimizer steps on oracle demonstrations before any RL iteration."""
+    sft_batch_size: int = Field(8, gt=0)
+    """Samples (policy turns) per SFT step."""
+    iterations: int = Field(0, ge=0)
+    """RL iterations (collect -> batch -> learner step -> broadcast weights)."""
+    checkpoint_every: int = Field(1, ge=0)
+    """Checkpoint after SFT, every N RL iterations and at the end; 0 = never (no --resume)."""
+    seed: int = 0
+    """Seeds the training-seed stream (which hands/routes are played) and the learner."""
+    learner_ranks: int = Field(1, gt=0)
+    """DeepSpeed ZeRO-3 learner ranks (Ray actors in one placement group)."""
+    learner_resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
+    """Ray resources per learner rank, e.g. {CPU: 4, GPU: 1} or a custom {learner: 1}."""
+    serve_http: bool = False
+    """Also serve the policy over HTTP (serving.host:serving.port) while training."""
+    num_cpus: int | None = Field(None, gt=0)
+    """CPUs for a Ray cluster this run starts itself (None: the machine's); ignored under a job."""
+
+
+class TrainConfig(_Strict):
+    """Everything one `python -m cluster.train` run needs."""
+
+    run: RunConfig = Field(default_factory=RunConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    advantage: AdvantageConfig = Field(default_factory=AdvantageConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.learner.model != self.serving.model:
+            raise ValueError(
+                f"learner.model={self.learner.model!r} but serving.model={self.serving.model!r}: "
+                "the server must start from the learner's model; set both to the same name"
+            )
+        algo = self.learner.algo
+        if algo == "sft" and self.run.iterations:
+            raise ValueError(
+                f"learner.algo='sft' runs no RL, but run.iterations={self.run.iterations}; "
+                "set run.iterations=0 or learner.algo=ppo|grpo"
+            )
+        if algo == "grpo" and self.rollout.group_size < 2:
+            raise ValueError(
+                f"learner.algo='grpo' needs groups of episodes on one seed, but "
+                f"rollout.group_size={self.rollout.group_size}; set rollout.group_size>=2"
+            )
+        return self
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML config, apply `dotted.key=value` overrides, validate; ConfigError if invalid."""
+    path = Path(path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"config file {str(path)!r} does not exist; the shipped ones: {known}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping at the top level, got {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    """Validate a plain dict into a TrainConfig; ConfigError lists every bad field."""
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            got = e.get("input")
+            shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+            lines.append(f"  {key}: {e['msg']}{shown}")
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set `dotted.key=value` in the raw config dict, checking the key against the config tree."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} is not key=value; write e.g. learner.lr=1e-6")
+    parts = key.strip().split(".")
+    _check_key(parts)
+    value = yaml.safe_load(text) if text.strip() else ""
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} holds a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _check_key(parts: list[str]) -> None:
+    """Raise ConfigError unless `parts` names a field of TrainConfig (free below dict fields)."""
+    model: type[BaseModel] = TrainConfig
+    for depth, part in enumerate(parts):
+        fields = model.model_fields
+        if part not in fields:
+            where = ".".join(parts[:depth]) or "the top level"
+            raise ConfigError(
+                f"unknown config key {'.'.join(parts)!r}: {where} has no field {part!r}; "
+                f"valid fields there: {', '.join(sorted(fields))}"
+            )
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        if depth + 1 < len(parts) and not _is_dict_field(annotation):
+            raise ConfigError(f"unknown config key {'.'.join(parts)!r}: {part!r} is not a section")
+        return
+    raise ConfigError(f"config key {'.'.join(parts)!r} names a whole section; set one of its fields")
+
+
+def _is_dict_field(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", annotation) is dict
+
+
+def dump_config(config: TrainConfig, path: Path) -> None:
+    """Write the resolved config as YAML (what the run actually used)."""
+    data = config.model_dump(mode="json", exclude={"serving": {"api_key"}})  # never write secrets
+    path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,196 @@
+"""The evaluation harness: every variant of a task on held-out seeds (envs.seeds.EVAL_SEEDS).
+
+For each variant (id, rule_ood, and visual_ood for VL tasks) it plays `episodes_per_variant`
+episodes on the first seeds of EVAL_SEEDS (the same seeds at every evaluation, so numbers are
+comparable across iterations) through the rollout fleet, greedy or sampled, and reports:
+
+- `success`: solved within the attempt budget;
+- `first_attempt_success`: solved with no failed attempt (no turn with a non-positive reward);
+- `step_accuracy` (V-IRL): correct actions / actions, over all episodes;
+- `card_accuracy` (GP-VL): the first answer's `cards` equal the dealt hand (as multisets).
+
+It writes `OUT_DIR/episodes_<variant>.jsonl` (every episode, every turn's text) and
+`OUT_DIR/summary.csv`, and `render_table` draws the rich table. `sftrl eval --checkpoint DIR
+--task gp-l` runs it on a saved checkpoint (cli_train.py).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cluster.config import EnvConfig, EvalConfig, RolloutConfig, SamplingConfig
+from cluster.fleet import RolloutFleet
+from cluster.rollout import Episode, EpisodeRequest
+from envs.answer_json import extract_answer
+from envs.seeds import EVAL_SEEDS
+from serving.config import ServingConfig
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+
+@dataclass
+class VariantResult:
+    """Scores of one variant; None where a metric does not apply to the task."""
+
+    variant: str
+    episodes: int
+    dropped: int
+    success: float
+    first_attempt_success: float
+    reward_mean: float
+    step_accuracy: float | None = None
+    card_accuracy: float | None = None
+
+
+def eval_sampling(config: EvalConfig) -> SamplingConfig:
+    """Greedy (temperature 0) or the configured sampling; max_new_tokens from eval.sampling."""
+    if config.greedy:
+        return config.sampling.model_copy(update={"temperature": 0.0, "top_p": 1.0})
+    return config.sampling
+
+
+def eval_requests(variant: str, n_episodes: int) -> list[EpisodeRequest]:
+    """The first `n_episodes` held-out seeds, one group each."""
+    return [EpisodeRequest(seed=EVAL_SEEDS[i], group=i, variant=variant) for i in range(n_episodes)]
+
+
+def evaluate(fleet: RolloutFleet, env_config: EnvConfig, config: EvalConfig, *,
+             out_dir: Path) -> list[VariantResult]:
+    """Evaluate every variant of the task; writes the JSONL and CSV files under `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sampling = eval_sampling(config)
+    results = []
+    for variant in env_config.spec.variants:
+        collected = fleet.collect(eval_requests(variant, config.episodes_per_variant), sampling)
+        write_episodes(out_dir / f"episodes_{variant}.jsonl", collected.episodes)
+        results.append(score_variant(variant, collected.episodes, task=env_config.task,
+                                     dropped=collected.dropped))
+    write_summary_csv(out_dir / "summary.csv", results)
+    return results
+
+
+def score_variant(variant: str, episodes: list[Episode], *, task: str, dropped: int = 0) -> VariantResult:
+    """Aggregate one variant's episodes into its scores."""
+    n = len(episodes)
+
+    def mean(values: list[float]) -> float:
+        return float(sum(values) / len(values)) if values else float("nan")
+
+    result = VariantResult(
+        variant=variant, episodes=n, dropped=dropped,
+        success=mean([ep.success for ep in episodes]),
+        first_attempt_success=mean([ep.success and all(t.reward > 0 for t in ep.turns) for ep in episodes]),
+        reward_mean=mean([ep.total_reward for ep in episodes]),
+    )
+    if task.startswith("virl"):
+        actions = sum(int(ep.final_info.get("actions", 0)) for ep in episodes)
+        correct = sum(int(ep.final_info.get("correct_actions", 0)) for ep in episodes)
+        result.step_accuracy = correct / actions if actions else float("nan")
+    if task == "gp-vl":
+        result.card_accuracy = mean([cards_recognised(ep) for ep in episodes])
+    return result
+
+
+def cards_recognised(episode: Episode) -> bool:
+    """Whether the first answer's `cards` are the dealt hand (GP-VL card recognition)."""
+    if not episode.turns:
+        return False
+    answer = extract_answer(episode.turns[0].text)
+    said = answer.get("cards") if answer else None
+    if not isinstance(said, list):
+        return False
+    return Counter(_rank(c) for c in said) == Counter(_rank(c) for c in episode.final_info.get("cards", []))
+
+
+def _rank(card: object) -> str:
+    return str(card).strip().upper()
+
+
+def variant_metrics(results: list[VariantResult]) -> dict[str, float]:
+    """`eval/<variant>/<metric>` keys for metrics.jsonl."""
+    metrics = {}
+    for r in results:
+        for key in ("success", "first_attempt_success", "reward_mean", "step_accuracy", "card_accuracy"):
+            value = getattr(r, key)
+            if value is not None:
+                metrics[f"eval/{r.variant}/{key}"] = value
+    return metrics
+
+
+def write_episodes(path: Path, episodes: list[Episode]) -> None:
+    """One JSON line per episode: seed, success, reward, every turn's text and reward."""
+    with path.open("w") as f:
+        for ep in episodes:
+            f.write(json.dumps({
+                "seed": ep.seed, "variant": ep.variant, "success": ep.success,
+                "total_reward": ep.total_reward, "final_info": ep.final_info,
+                "turns": [{"text": t.text, "reward": t.reward, "policy_version": t.policy_version,
+                           "output_tokens": len(t.output_ids), "finish_reason": t.finish_reason}
+                          for t in ep.turns],
+            }) + "\n")
+
+
+def write_summary_csv(path: Path, results: list[VariantResult]) -> None:
+    """One row per variant."""
+    rows = [asdict(r) for r in results]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def render_table(results: list[VariantResult], *, title: str) -> Table:
+    """A rich table: one row per variant, percentages."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ["variant", "episodes", "success", "first-attempt success", "reward mean"]
+    has_steps = any(r.step_accuracy is not None for r in results)
+    has_cards = any(r.card_accuracy is not None for r in results)
+    columns += ["step accuracy"] * has_steps + ["card accuracy"] * has_cards
+    for column in columns:
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for r in results:
+        row = [r.variant, f"{r.episodes}" + (f" ({r.dropped} dropped)" if r.dropped else ""),
+               _pct(r.success), _pct(r.first_attempt_success), f"{r.reward_mean:.2f}"]
+        row += [_pct(r.step_accuracy)] * has_steps + [_pct(r.card_accuracy)] * has_cards
+        table.add_row(*row)
+    return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def evaluate_checkpoint(checkpoint: str, env_config: EnvConfig, config: EvalConfig, *,
+                        rollout: RolloutConfig, serving: ServingConfig, out_dir: Path) -> list[VariantResult]:
+    """Serve `checkpoint` (a HF directory or built-in model name) and evaluate it on every variant.
+
+    Connects to RAY_ADDRESS's cluster or starts a local one; stops what it started.
+    """
+    import ray
+    from ray import serve
+
+    from cluster.policy_service import PolicyService
+
+    owns_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+    if owns_ray:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    elif not ray.is_initialized():
+        ray.init()  # RAY_ADDRESS: connect to that cluster
+    policy = PolicyService.start(serving.model_copy(update={"model": checkpoint, "checkpoint": None}), http=False)
+    fleet = RolloutFleet.launch(env_config, policy.handle, rollout)
+    try:
+        return evaluate(fleet, env_config, config, out_dir=out_dir)
+    finally:
+        fleet.shutdown()
+        policy.shutdown()
+        if owns_ray:
+            serve.shutdown()
+            ray.shutdown()

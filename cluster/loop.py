@@ -1,0 +1,250 @@
+"""The training loop: optional SFT phase, then RL iterations, periodic evaluation, checkpoints.
+
+One RL iteration (design.md, "Data flow of one RL iteration"):
+
+    collect   the fleet plays `episodes_per_iteration` episodes on fresh training seeds
+    batch     episodes -> samples (GRPO: group-normalised; PPO: GAE over turns with learner values)
+    learn     learner.rl_step(samples): ZeRO-3 optimizer steps
+    sync      learner.export_weights() -> policy.push(ref, version + 1): every replica swaps
+    log       metrics.jsonl + TensorBoard; evaluation every N iterations; a checkpoint every M
+
+The trainer's own state (`TrainState`: SFT steps done, RL iterations done, policy version) is saved
+next to the learner's checkpoint, so `run(resume=True)` continues from the newest checkpoint's step
+and version, pushing its weights to the server before the first rollout. Training seeds of
+iteration i depend only on (run.seed, i), so a resumed run plays the hands it would have played.
+`build_trainer` (train.py) wires the real learner, server and fleet; tests pass fakes.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from cluster.batch_builder import grpo_samples, ppo_samples, rollout_stats
+from cluster.config import TrainConfig, dump_config
+from cluster.evaluation import evaluate, variant_metrics
+from cluster.fleet import CollectResult, RolloutFleet
+from cluster.metrics import MetricsLogger, trim_metrics
+from cluster.policy_service import PolicyService
+from cluster.rollout import EpisodeRequest
+from envs.seeds import TRAIN_SEEDS
+
+STATE_FILE = "trainer_state.json"
+CHECKPOINTS = "checkpoints"
+POLICY_DIR = "policy"
+
+
+@dataclass
+class TrainState:
+    """Progress of a run; saved in every checkpoint."""
+
+    sft_step: int = 0
+    iteration: int = 0
+    policy_version: int = 0
+    dropped_episodes: int = 0
+
+
+class Trainer:
+    """Drives one run. `learner` is a LearnerGroup; `sft_samples()` yields the SFT demonstrations."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, *, learner: Any, policy: PolicyService,
+                 fleet: RolloutFleet, sft_samples: Callable[[int], list[Any]],
+                 say: Callable[[str], None] = print):
+        self.config = config
+        self._say = say
+        self.run_dir = Path(run_dir)
+        self.learner = learner
+        self.policy = policy
+        self.fleet = fleet
+        self._sft_samples = sft_samples
+        self.state = TrainState()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, self.run_dir / "config.yaml")
+        self.metrics = MetricsLogger(self.run_dir)
+        self._evaluated_version = -1
+        self.evals: list[tuple[int, list[Any]]] = []
+        """(RL iteration, per-variant results) of every evaluation of this process, in order."""
+
+    def run(self, *, resume: bool = False) -> TrainState:
+        """SFT phase, RL iterations, final evaluation; returns the final state."""
+        if resume:
+            self.resume()
+        self.sft_phase()
+        while self.state.iteration < self.config.run.iterations:
+            self.iteration()
+        if self._evaluated_version != self.state.policy_version:
+            self.evaluate()
+        # The final policy as a HF directory: `sftrl eval --checkpoint` and `sftrl serve` load it.
+        self.learner.export_hf(str(self.run_dir / POLICY_DIR))
+        self.metrics.close()
+        return self.state
+
+    def resume(self) -> Path | None:
+        """Load the newest checkpoint (if any) and push its weights to the server."""
+        checkpoint = newest_checkpoint(self.run_dir)
+        if checkpoint is None:
+            self._say(f"no checkpoint under {self.run_dir / CHECKPOINTS}: starting from the beginning")
+            return None
+        self.learner.load(str(self.run_dir / CHECKPOINTS))
+        self.state = TrainState(**json.loads((checkpoint / STATE_FILE).read_text()))
+        dropped = trim_metrics(self.run_dir, sft_step=self.state.sft_step, iteration=self.state.iteration)
+        self._sync_weights()
+        self._say(f"resumed from {checkpoint}: SFT step {self.state.sft_step}, RL iteration "
+                  f"{self.state.iteration}, policy version {self.state.policy_version} "
+                  f"({dropped} metric records after it dropped)")
+        return checkpoint
+
+    def sft_phase(self) -> None:
+        """run.sft_steps steps of SFT on oracle turns, then a weight push and a checkpoint."""
+        steps, batch_size = self.config.run.sft_steps, self.config.run.sft_batch_size
+        if self.state.sft_step >= steps:
+            return
+        samples = self._sft_samples(steps * batch_size)
+        for step in range(self.state.sft_step, steps):
+            batch = [samples[(step * batch_size + i) % len(samples)] for i in range(batch_size)]
+            timings: dict[str, float] = {}
+            with _timed(timings, "time/learn_s"):
+                metrics = self.learner.sft_step(batch)
+            self.state.sft_step = step + 1
+            self.metrics.log({**metrics, **timings}, step=step + 1, phase="sft",
+                             policy_version=self.state.policy_version)
+            self._say(f"sft {step + 1}/{steps}  loss/sft={metrics.get('loss/sft', float('nan')):.4f}  "
+                      f"{timings['time/learn_s']:.1f}s")
+        self.state.policy_version += 1
+        self._sync_weights()
+        if self.config.eval.after_sft:
+            self.evaluate()
+        if self.config.run.checkpoint_every:
+            self.checkpoint()
+
+    def iteration(self) -> dict[str, float]:
+        """One RL iteration; returns (and logs) its metrics."""
+        timings: dict[str, float] = {}
+        learner_version = self.state.policy_version
+        with _timed(timings, "time/rollout_s"):
+            collected = self.fleet.collect(self.training_requests(self.state.iteration),
+                                           self.config.rollout.sampling)
+        with _timed(timings, "time/learn_s"):
+            samples = self.build_samples(collected)
+            # The learner needs a sample per rank and mini-batch; with fewer (nearly all episodes
+            # lost with crashed actors) the iteration updates nothing and the version stays.
+            learned = len(samples) >= self.config.run.learner_ranks * self.config.learner.mini_batches
+            learn_metrics = self.learner.rl_step(samples) if learned else {}
+        self.state.iteration += 1
+        self.state.dropped_episodes += collected.dropped
+        with _timed(timings, "time/weight_sync_s"):
+            if learned:
+                self.state.policy_version += 1
+                self._sync_weights()
+        metrics = {
+            **rollout_stats(collected.episodes, learner_version=learner_version),
+            **_fleet_stats(collected, rollout_s=timings["time/rollout_s"]),
+            **learn_metrics, **timings,
+            "rollout/samples": float(len(samples)),
+            "rollout/dropped_total": float(self.state.dropped_episodes),
+        }
+        self.metrics.log(metrics, step=self.state.iteration, phase="rl",
+                         policy_version=self.state.policy_version)
+        self._say(f"rl {self.state.iteration}/{self.config.run.iterations}  "
+                  f"reward={metrics.get('rollout/reward_mean', float('nan')):.2f}  "
+                  f"success={metrics.get('rollout/success', float('nan')):.2f}  "
+                  f"dropped={collected.dropped}  rollout {timings['time/rollout_s']:.1f}s  "
+                  f"learn {timings['time/learn_s']:.1f}s  sync {timings['time/weight_sync_s']:.1f}s")
+        every_eval, every_ckpt = self.config.eval.every_n_iterations, self.config.run.checkpoint_every
+        if every_eval and self.state.iteration % every_eval == 0:
+            self.evaluate()
+        last = self.state.iteration == self.config.run.iterations
+        if every_ckpt and (last or self.state.iteration % every_ckpt == 0):
+            self.checkpoint()
+        return metrics
+
+    def training_requests(self, iteration: int) -> list[EpisodeRequest]:
+        """Episodes of an iteration: groups of `group_size` on seeds drawn from (run.seed, iteration)."""
+        rollout = self.config.rollout
+        n_groups = rollout.episodes_per_iteration // rollout.group_size
+        rng = np.random.default_rng([self.config.run.seed, iteration])
+        seeds = rng.choice(len(TRAIN_SEEDS), size=n_groups, replace=False)
+        return [EpisodeRequest(seed=TRAIN_SEEDS[int(s)], group=iteration * n_groups + g, variant="id")
+                for g, s in enumerate(seeds) for _ in range(rollout.group_size)]
+
+    def build_samples(self, collected: CollectResult) -> list[Any]:
+        """The learner batch of the collected episodes, per learner.algo."""
+        advantage = self.config.advantage
+        if self.config.learner.algo == "ppo":
+            return ppo_samples(collected.episodes, self.learner.values, gamma=advantage.gamma, lam=advantage.lam)
+        return grpo_samples(collected.episodes, scale_by_std=advantage.scale_by_std)
+
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate every variant on held-out seeds; logs `eval/<variant>/<metric>`."""
+        timings: dict[str, float] = {}
+        out_dir = self.run_dir / "eval" / f"v{self.state.policy_version:05d}"
+        with _timed(timings, "time/eval_s"):
+            results = evaluate(self.fleet, self.config.env, self.config.eval, out_dir=out_dir)
+        metrics = {**variant_metrics(results), **timings}
+        self.metrics.log(metrics, step=self.state.iteration, phase="eval",
+                         policy_version=self.state.policy_version)
+        self._evaluated_version = self.state.policy_version
+        self.evals.append((self.state.iteration, results))
+        self._say("eval  " + "  ".join(f"{r.variant}: success={r.success:.2f}" for r in results)
+                  + f"  {timings['time/eval_s']:.1f}s")
+        return metrics
+
+    def checkpoint(self) -> Path:
+        """Save the learner (a tag under checkpoints/, `latest` points at it) and the trainer state."""
+        tag = Path(self.learner.save(str(self.run_dir / CHECKPOINTS), data_cursor=self.state.iteration))
+        # Written after the learner's shards: a tag without it is incomplete and never resumed.
+        (tag / STATE_FILE).write_text(json.dumps(asdict(self.state)))
+        return tag
+
+    def _sync_weights(self) -> None:
+        self.policy.push(self.learner.export_weights(), self.state.policy_version)
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint tag to resume from, or None before the first complete checkpoint.
+
+    That is the tag RUN_DIR/checkpoints/latest names (the learner loads `latest`). If the run was
+    killed while saving it (its trainer_state.json is missing), `latest` is pointed back at the
+    newest complete tag, so resume never mixes a new learner state with an old trainer state.
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    latest = root / "latest"
+    if not latest.is_file():
+        return None
+    tag = root / latest.read_text().strip()
+    if (tag / STATE_FILE).is_file():
+        return tag
+    complete = sorted(p.parent for p in root.glob(f"*/{STATE_FILE}"))
+    if not complete:
+        return None
+    latest.write_text(complete[-1].name)
+    return complete[-1]
+
+
+def _fleet_stats(collected: CollectResult, *, rollout_s: float) -> dict[str, float]:
+    """Dropped episodes, and the share of rollout time the actors spent waiting on generation."""
+    walls = collected.actor_wall_s
+    # Actors' wall time minus their env time is time spent awaiting the policy server; divided by
+    # the driver's rollout time it also charges the driver's fan-out/gather overhead to orchestration.
+    share = (sum(walls) - collected.env_s) / (len(walls) * rollout_s) if walls and rollout_s > 0 else 0.0
+    tokens = sum(len(t.output_ids) for ep in collected.episodes for t in ep.turns)
+    return {
+        "rollout/dropped_episodes": float(collected.dropped),
+        "rollout/failed_actors": float(collected.failed_actors),
+        "rollout/generation_share": share,
+        "rollout/env_s": collected.env_s,
+        "perf/rollout_tokens_per_s": tokens / rollout_s if rollout_s > 0 else 0.0,
+        "perf/episodes_per_s": len(collected.episodes) / rollout_s if rollout_s > 0 else 0.0,
+    }
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - start

@@ -1,0 +1,56 @@
+"""The driver's side of the policy server: start it in Ray Serve, push new weights to it.
+
+    policy = PolicyService.start(config.serving)     # serve.run(serving.app.build_app(...))
+    reply = await policy.handle.generate.remote({"messages": [...]})   # rollout actors
+    policy.push(learner.export_weights(), version)   # every replica swaps atomically
+
+Versions only go up (serving contract); `push` is the weight-sync step of design.md ("Data flow",
+step 6) and is what `time/weight_sync_s` measures.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from serving.config import ServingConfig
+
+
+@dataclass
+class PolicyService:
+    """A running Serve application of `serving.app.PolicyServer` and its handle."""
+
+    handle: Any
+    app_name: str
+
+    @classmethod
+    def start(cls, config: ServingConfig, *, http: bool) -> PolicyService:
+        """Deploy the policy server and wait until it is ready.
+
+        `http=False` starts Serve without proxies (rollouts use the handle; no port is bound);
+        `http=True` serves HTTP on config.host:config.port. On a cluster where Serve already
+        runs, its existing proxy settings stay.
+        """
+        from ray import serve
+
+        from serving.app import build_app
+
+        if http:
+            serve.start(http_options={"host": config.host, "port": config.port})
+        else:
+            serve.start(proxy_location="Disabled")
+        handle = serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
+        return cls(handle=handle, app_name=config.app_name)
+
+    def push(self, weights_ref: Any, version: int) -> list[dict]:
+        """Make every replica serve `weights_ref` (a state-dict ObjectRef) as `version`.
+
+        Blocks until every replica has swapped (and the first has published the version for
+        replicas that start later); returns each replica's swap report.
+        """
+        return self.handle.broadcast("load_weights", weights_ref, version).results()
+
+    def shutdown(self) -> None:
+        """Delete the application (Serve itself keeps running for others)."""
+        from ray import serve
+
+        serve.delete(self.app_name)

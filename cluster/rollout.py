@@ -1,0 +1,213 @@
+"""Rollout workers: K environments played concurrently against the policy server.
+
+A `RolloutWorker` is a plain class (it tests without Ray); `fleet.py` launches it as a Ray actor.
+It holds up to `envs_per_actor` environment instances per variant and plays one episode per
+instance at a time with asyncio (design.md, "Data flow", step 2). Each turn the observation's chat
+messages (plus the image, for VL tasks) go to the policy through a Ray Serve `DeploymentHandle`:
+
+    reply = await policy.generate.remote({"messages": ..., "images": [...], "temperature": ...})
+
+The reply's `prompt_token_ids`, `output_token_ids`, `logprobs` and `policy_version` are kept as
+they are (token in, token out); its `text` goes to `env.step`, whose feedback becomes the next user
+turn (sequential revision). Episodes come back as `Episode` records.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import io
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from cluster.config import EnvConfig, SamplingConfig
+
+
+@dataclass(frozen=True)
+class EpisodeRequest:
+    """One episode to play: which seed, which GRPO group, which variant."""
+
+    seed: int
+    group: int
+    variant: str
+
+
+@dataclass
+class Turn:
+    """One policy call: what the policy saw and produced (ids exactly as generated)."""
+
+    prompt_ids: list[int]
+    output_ids: list[int]
+    logprobs: list[float]
+    reward: float
+    policy_version: int
+    text: str
+    finish_reason: str
+    queue_s: float = 0.0
+    """Server-side time the request waited for a batch (serving reply `timing`)."""
+    generate_s: float = 0.0
+    """Server-side time of the batch that generated this reply."""
+
+
+@dataclass
+class Episode:
+    """A finished episode. `image` is the first user turn's picture (VL tasks), (H, W, 3) uint8."""
+
+    seed: int
+    group: int
+    variant: str
+    success: bool
+    turns: list[Turn]
+    image: np.ndarray | None = None
+    final_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_reward(self) -> float:
+        """Sum of the turns' rewards."""
+        return float(sum(t.reward for t in self.turns))
+
+
+@dataclass
+class RolloutBatch:
+    """What one `run_episodes` call returns; `env_s` is time spent in env code and image encoding."""
+
+    episodes: list[Episode]
+    wall_s: float
+    env_s: float
+
+
+class RolloutWorker:
+    """Plays episodes of one task against a policy handle with `generate.remote(request) -> reply`.
+
+    `policy` is a Serve DeploymentHandle (or any object with the same `generate.remote` awaitable).
+    `make_env(variant)` builds one environment; the default uses `gymnasium.make` for the task.
+    """
+
+    def __init__(self, env_config: EnvConfig, policy: Any, *, envs_per_actor: int,
+                 make_env: Callable[[str], Any] | None = None):
+        self._env_config = env_config
+        self._policy = policy
+        self._envs_per_actor = envs_per_actor
+        self._make_env = make_env or self._gym_env
+        self._envs: dict[str, list[Any]] = {}
+
+    def ping(self) -> str:
+        """Health check for RLlib's FaultTolerantActorManager."""
+        return "pong"
+
+    async def apply(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `func(self, ...)` (awaiting it if it is a coroutine): the manager's call protocol."""
+        result = func(self, *args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    async def run_episodes(self, requests: list[EpisodeRequest], sampling: SamplingConfig) -> RolloutBatch:
+        """Play every request (at most envs_per_actor at once per variant) and return the episodes."""
+        start = time.perf_counter()
+        env_clock = _Clock()
+        pools = {variant: self._pool(variant) for variant in {r.variant for r in requests}}
+        episodes = await asyncio.gather(*(self._play(pools[r.variant], r, sampling=sampling, env_clock=env_clock)
+                                          for r in requests))
+        return RolloutBatch(episodes=list(episodes), wall_s=time.perf_counter() - start, env_s=env_clock.total_s)
+
+    def _gym_env(self, variant: str) -> Any:
+        import gymnasium
+
+        import envs  # noqa: F401  (registers the sftrl/* ids)
+
+        spec = self._env_config.spec
+        return gymnasium.make(spec.env_id, variant=variant, modality=spec.modality, **self._env_config.kwargs)
+
+    def _pool(self, variant: str) -> asyncio.Queue:
+        """A queue of this variant's idle envs (built once, reused by every call)."""
+        if variant not in self._envs:
+            self._envs[variant] = [self._make_env(variant) for _ in range(self._envs_per_actor)]
+        pool: asyncio.Queue = asyncio.Queue()
+        for env in self._envs[variant]:
+            pool.put_nowait(env)
+        return pool
+
+    async def _play(self, pool: asyncio.Queue, request: EpisodeRequest, *, sampling: SamplingConfig,
+                    env_clock: _Clock) -> Episode:
+        env = await pool.get()
+        try:
+            return await self._play_on(env, request, sampling=sampling, env_clock=env_clock)
+        finally:
+            pool.put_nowait(env)
+
+    async def _play_on(self, env: Any, request: EpisodeRequest, *, sampling: SamplingConfig,
+                       env_clock: _Clock) -> Episode:
+        """One episode with sequential revision: reply -> env.step -> feedback turn -> reply ..."""
+        with env_clock:
+            obs, info = env.reset(seed=request.seed)
+            image = obs.get("image")
+            images = [encode_png_base64(image)] if image is not None else []
+        turns: list[Turn] = []
+        for _ in range(env.unwrapped.max_turns):
+            reply = await self._policy.generate.remote(generate_request(obs["messages"], images, sampling))
+            with env_clock:
+                obs, reward, terminated, truncated, info = env.step(reply["text"])
+            turns.append(Turn(
+                prompt_ids=list(reply["prompt_token_ids"]), output_ids=list(reply["output_token_ids"]),
+                logprobs=list(reply["logprobs"]), reward=float(reward),
+                policy_version=int(reply["policy_version"]), text=reply["text"],
+                finish_reason=reply["finish_reason"], queue_s=float(reply["timing"]["queue_s"]),
+                generate_s=float(reply["timing"]["generate_s"]),
+            ))
+            if terminated or truncated:
+                break
+        return Episode(seed=request.seed, group=request.group, variant=request.variant,
+                       success=bool(info.get("success", False)), turns=turns, image=image,
+                       final_info=json_safe(info))
+
+
+def generate_request(messages: list[dict], images: list[str], sampling: SamplingConfig) -> dict:
+    """The serving handle's request body for one turn (serving contract: `POST /v1/generate`)."""
+    return {
+        "messages": messages,
+        "images": images,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_new_tokens": sampling.max_new_tokens,
+    }
+
+
+def encode_png_base64(image: np.ndarray) -> str:
+    """(H, W, 3) uint8 -> base64 PNG string, the image format the serving API accepts."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def json_safe(info: dict[str, Any]) -> dict[str, Any]:
+    """The part of an env `info` dict that JSON can hold (for episode logs and metrics)."""
+    safe: dict[str, Any] = {}
+    for key, value in info.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, (bool, int, float, str)) or value is None:
+            safe[key] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+            safe[key] = list(value)
+        elif isinstance(value, dict) and all(isinstance(v, (bool, int, float, str)) for v in value.values()):
+            safe[key] = {str(k): v for k, v in value.items()}
+    return safe
+
+
+class _Clock:
+    """Accumulates the time spent inside `with clock:` blocks (synchronous env code)."""
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> _Clock:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.total_s += time.perf_counter() - self._start

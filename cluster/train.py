@@ -1,0 +1,152 @@
+"""Job entry point: `python -m cluster.train --config FILE [--run-dir DIR] [--resume] [key=value ...]`.
+
+On a bare machine it starts Ray itself; under `ray job submit` (RAY_ADDRESS is set) it connects
+to that cluster. It then starts the policy server (Ray Serve), the learner ranks (DeepSpeed
+ZeRO-3) and the rollout fleet, and runs `loop.Trainer`: SFT phase, RL iterations, evaluation.
+Everything the run writes lives under the run directory (default `runs/<config name>`): the
+resolved `config.yaml`, `metrics.jsonl`, `tensorboard/`, `eval/`, `checkpoints/`.
+
+    python -m cluster.train --config cluster/configs/tiny.yaml --run-dir runs/tiny run.iterations=3
+    ray job submit --address http://HEAD:8265 --working-dir . -- \
+        python -m cluster.train --config cluster/configs/gp_l_rl.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from cluster.config import ConfigError, TrainConfig, load_config
+from cluster.fleet import RolloutFleet
+from cluster.loop import Trainer, TrainState
+from cluster.policy_service import PolicyService
+from cluster.rollout import RolloutWorker
+
+
+@dataclass
+class Session:
+    """A built trainer and whether this process started Ray (and so must stop it)."""
+
+    trainer: Trainer
+    owns_ray: bool
+    _training_released: bool = False
+
+    def release_training(self) -> None:
+        """Stop the rollout fleet and the learner ranks; the policy server keeps serving."""
+        if not self._training_released:
+            self.trainer.fleet.shutdown()
+            self.trainer.learner.shutdown()
+            self._training_released = True
+
+    def close(self) -> None:
+        """Stop everything the session started (Serve and Ray only if this process started Ray)."""
+        self.release_training()
+        self.trainer.policy.shutdown()
+        if self.owns_ray:
+            import ray
+            from ray import serve
+
+            serve.shutdown()
+            ray.shutdown()
+
+
+def init_ray(config: TrainConfig) -> bool:
+    """Connect to RAY_ADDRESS's cluster, or start a local one sized for the run; True if started."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return False
+    # Worker logs (every Serve request is one INFO line) stay in Ray's session log folder.
+    ray.init(num_cpus=config.run.num_cpus or local_num_cpus(config), include_dashboard=False,
+             log_to_driver=False)
+    return True
+
+
+def local_num_cpus(config: TrainConfig) -> int:
+    """Logical CPUs for a local cluster: the machine's, or what the run reserves if that is more.
+
+    Phases alternate (rollout, then learning), so reserving more logical CPUs than cores only lets
+    every role be placed; it does not make them compete at the same time.
+    """
+    reserved = (config.serving.num_replicas * config.serving.num_cpus_per_replica
+                + config.run.learner_ranks * config.run.learner_resources.get("CPU", 0.0)
+                + config.rollout.n_actors * config.rollout.num_cpus_per_actor)
+    return max(os.cpu_count() or 1, math.ceil(reserved))
+
+
+def sft_sample_source(config: TrainConfig) -> Callable[[int], list[Any]]:
+    """A function n -> at least n SFT samples from oracle episodes on training seeds."""
+
+    def make(n_samples: int) -> list[Any]:
+        from cluster.sft_phase import oracle_samples
+
+        return oracle_samples(config.env, config.learner.model, n_samples=n_samples, seed=config.run.seed)
+
+    return make
+
+
+def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = RolloutWorker) -> Session:
+    """Start Ray if needed, the policy server, the learner ranks and the fleet."""
+    from learner.group import LearnerGroup
+
+    owns_ray = init_ray(config)
+    policy = PolicyService.start(config.serving, http=config.run.serve_http)
+    learner = LearnerGroup(config.run.learner_ranks, config.learner,
+                           resources_per_rank=config.run.learner_resources)
+    fleet = RolloutFleet.launch(config.env, policy.handle, config.rollout, worker_cls=worker_cls)
+    trainer = Trainer(config, run_dir, learner=learner, policy=policy, fleet=fleet,
+                      sft_samples=sft_sample_source(config))
+    return Session(trainer=trainer, owns_ray=owns_ray)
+
+
+def train(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> TrainState:
+    """Run one training job to the end and release what it started."""
+    session = build_session(config, run_dir)
+    interrupt_on_sigterm()  # after ray.init, which installs its own SIGTERM handler
+    try:
+        return session.trainer.run(resume=resume)
+    finally:
+        session.close()
+
+
+def interrupt_on_sigterm() -> None:
+    """Let SIGTERM and Ctrl-C (even if the shell ignored SIGINT) raise KeyboardInterrupt in the main
+    thread, so `finally` blocks stop the fleet, the learner, Serve and a Ray cluster we started.
+    Call it after `ray.init`, which installs its own SIGTERM handler."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cluster.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="YAML config (see cluster/configs/)")
+    parser.add_argument("--run-dir", default=None, help="where the run writes (default runs/<config name>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --run-dir")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-6")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+    state = train(config, run_dir, resume=args.resume)
+    print(f"done: {state.sft_step} SFT steps, {state.iteration} RL iterations, "
+          f"policy version {state.policy_version}, run directory {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

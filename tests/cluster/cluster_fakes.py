@@ -1,0 +1,166 @@
+"""Small fakes for the driver's unit tests: an env, a policy handle, a learner, a server.
+
+FakeEnv: seed even -> the first answer "0" is right (one turn, +1). Seed odd -> "0" is wrong (-1,
+feedback "wrong"), and the policy's second answer "1" is right (+1). FakePolicy answers "1" when
+the last user message says "wrong", else "0" — so odd seeds take two turns.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+class FakeEnv:
+    """Two-attempt guessing game with the gymnasium step API."""
+
+    max_turns = 2
+
+    def __init__(self, variant: str = "id"):
+        self.variant = variant
+        self.unwrapped = self
+
+    def reset(self, *, seed: int):
+        self._answer = "0" if seed % 2 == 0 else "1"
+        self._attempt = 0
+        self._messages = [{"role": "user", "content": f"guess (seed {seed})"}]
+        return {"messages": list(self._messages)}, {"success": False}
+
+    def step(self, text: str):
+        self._attempt += 1
+        success = text == self._answer
+        info = {"success": success, "variant": self.variant, "attempt": self._attempt,
+                "cards": ["A", "2"], "actions": self._attempt, "correct_actions": int(success)}
+        if success or self._attempt >= self.max_turns:
+            return {"messages": self._messages}, (1.0 if success else -1.0), success, not success, info
+        self._messages = self._messages + [{"role": "assistant", "content": text},
+                                           {"role": "user", "content": "wrong, try again"}]
+        return {"messages": list(self._messages)}, -1.0, False, False, info
+
+
+class _Generate:
+    def __init__(self, policy: FakePolicy):
+        self._policy = policy
+
+    def remote(self, request: dict) -> Any:
+        return self._policy.reply(request)
+
+
+class FakePolicy:
+    """Duck-types a Serve DeploymentHandle: `await policy.generate.remote(request)`."""
+
+    def __init__(self, version: int = 0):
+        self.version = version
+        self.requests: list[dict] = []
+        self.generate = _Generate(self)
+
+    async def reply(self, request: dict) -> dict:
+        await asyncio.sleep(0)
+        self.requests.append(request)
+        last = request["messages"][-1]["content"]
+        text = "1" if "wrong" in last else "0"
+        prompt = [len(m["content"]) for m in request["messages"]]
+        return {"text": text, "prompt_token_ids": prompt, "output_token_ids": [int(text) + 10, 2],
+                "logprobs": [-0.5, -0.1], "finish_reason": "stop", "policy_version": self.version,
+                "timing": {"queue_s": 0.125, "generate_s": 0.25}}
+
+
+class FakeLearner:
+    """Records calls; values() returns 0.5 per sample; weights are the step count."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, Any]] = []
+        self.steps = 0
+
+    def sft_step(self, samples):
+        self.calls.append(("sft_step", len(samples)))
+        self.steps += 1
+        return {"loss/sft": 1.0 / self.steps}
+
+    def rl_step(self, samples):
+        self.calls.append(("rl_step", samples))
+        self.steps += 1
+        return {"loss/policy": 0.1}
+
+    def values(self, samples):
+        return [0.5] * len(samples)
+
+    def export_weights(self):
+        return {"steps": self.steps}
+
+    def save(self, root, *, data_cursor=0):
+        """Mimics learner.checkpoint's layout: root/step_N/ and root/latest naming it."""
+        from pathlib import Path
+
+        self.calls.append(("save", data_cursor))
+        tag = Path(root) / f"step_{self.steps:08d}"
+        tag.mkdir(parents=True, exist_ok=True)
+        (Path(root) / "latest").write_text(tag.name)
+        return str(tag)
+
+    def export_hf(self, out_dir):
+        self.calls.append(("export_hf", out_dir))
+        return out_dir
+
+    def load(self, root):
+        self.calls.append(("load", root))
+
+    def shutdown(self):
+        self.calls.append(("shutdown", None))
+
+
+class FakeServer:
+    """Stands in for PolicyService: records pushed versions and sets the policy's version."""
+
+    def __init__(self, policy: FakePolicy):
+        self.handle = policy
+        self.pushed: list[tuple[Any, int]] = []
+
+    def push(self, weights, version):
+        assert not self.pushed or version > self.pushed[-1][1], "versions only go up"
+        self.pushed.append((weights, version))
+        self.handle.version = version
+
+
+class InProcessFleet:
+    """A RolloutFleet stand-in that runs one RolloutWorker in this process (no Ray)."""
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.collected: list[list] = []
+
+    def collect(self, requests, sampling):
+        from cluster.fleet import CollectResult
+
+        self.collected.append(list(requests))
+        batch = asyncio.run(self.worker.run_episodes(requests, sampling))
+        return CollectResult(episodes=batch.episodes, dropped=0, failed_actors=0,
+                             actor_wall_s=[batch.wall_s], env_s=batch.env_s)
+
+    def shutdown(self):
+        pass
+
+
+def fake_env_worker_cls() -> type:
+    """A RolloutWorker subclass playing FakeEnv (built here so Ray pickles it by value)."""
+    from cluster.rollout import RolloutWorker
+
+    class FakeEnvWorker(RolloutWorker):
+        def __init__(self, env_config, policy, *, envs_per_actor):
+            super().__init__(env_config, policy, envs_per_actor=envs_per_actor, make_env=FakeEnv)
+
+    return FakeEnvWorker
+
+
+def crash_once_worker_cls(marker, base: type) -> type:
+    """`base` whose first `run_episodes` call (fleet-wide, via the marker file) kills its process."""
+    import os
+
+    class CrashOnce(base):
+        async def run_episodes(self, requests, sampling):
+            try:
+                os.unlink(marker)  # exactly one actor wins: that one dies mid-iteration
+            except FileNotFoundError:
+                return await super().run_episodes(requests, sampling)
+            os._exit(1)
+
+    return CrashOnce

@@ -1,0 +1,132 @@
+"""The Trainer's control flow with fakes: SFT, RL iterations, versions, eval, checkpoints, resume."""
+import json
+
+import pytest
+
+from cluster.config import CONFIG_DIR, load_config
+from cluster.loop import STATE_FILE, Trainer, newest_checkpoint
+from cluster.metrics import read_metrics
+from cluster.rollout import RolloutWorker
+from cluster_fakes import FakeEnv, FakeLearner, FakePolicy, FakeServer, InProcessFleet
+from learner.batch import Sample
+
+
+def _trainer(run_dir, overrides=(), learner=None):
+    config = load_config(CONFIG_DIR / "tiny.yaml", list(overrides))
+    policy = FakePolicy()
+    worker = RolloutWorker(config.env, policy, envs_per_actor=2, make_env=FakeEnv)
+    sft = [Sample(prompt_ids=[1, 2], output_ids=[3, i + 4]) for i in range(3)]
+    return Trainer(config, run_dir, learner=learner or FakeLearner(), policy=FakeServer(policy),
+                   fleet=InProcessFleet(worker), sft_samples=lambda n: sft, say=lambda line: None)
+
+
+def test_full_run_sft_then_rl_then_eval(tmp_path):
+    trainer = _trainer(tmp_path)
+    state = trainer.run()
+    assert (state.sft_step, state.iteration, state.policy_version) == (2, 2, 3)
+    calls = [name for name, _ in trainer.learner.calls]
+    assert calls == ["sft_step", "sft_step", "save", "rl_step", "save", "rl_step", "save", "export_hf"]
+    assert [v for _, v in trainer.policy.pushed] == [1, 2, 3]
+    records = read_metrics(tmp_path)
+    assert [r["phase"] for r in records] == ["sft", "sft", "rl", "rl", "eval"]
+    rl = records[2]
+    for key in ("rollout/reward_mean", "rollout/staleness_mean", "time/rollout_s", "time/learn_s",
+                "time/weight_sync_s", "loss/policy", "rollout/generation_share"):
+        assert key in rl, key
+    assert rl["rollout/staleness_mean"] == 0.0 and rl["policy_version"] == 2
+    assert records[-1]["eval/rule_ood/success"] == 1.0 and "time/eval_s" in records[-1]
+    assert (tmp_path / "eval" / "v00003" / "summary.csv").is_file()
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_rl_batches_are_grpo_groups_from_the_collected_turns(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.run()
+    samples = [payload for name, payload in trainer.learner.calls if name == "rl_step"][0]
+    requests = trainer.fleet.collected[0]
+    assert len(requests) == 4 and requests[0].seed == requests[1].seed and requests[0].group == requests[1].group
+    n_turns = sum(1 if r.seed % 2 == 0 else 2 for r in requests)
+    assert len(samples) == n_turns
+    assert all(s.policy_version == 1 for s in samples)
+
+
+def test_training_seeds_are_deterministic_and_fresh_per_iteration(tmp_path):
+    a, b = _trainer(tmp_path / "a"), _trainer(tmp_path / "b")
+    assert a.training_requests(0) == b.training_requests(0)
+    assert {r.seed for r in a.training_requests(0)} != {r.seed for r in a.training_requests(1)}
+    other = _trainer(tmp_path / "c", ["run.seed=1"])
+    assert a.training_requests(0) != other.training_requests(0)
+
+
+def test_ppo_asks_the_learner_for_values(tmp_path):
+    learner = FakeLearner()
+    asked = []
+    learner.values = lambda samples: asked.append(len(samples)) or [0.0] * len(samples)
+    trainer = _trainer(tmp_path, ["learner.algo=ppo", "rollout.group_size=1"], learner=learner)
+    trainer.run()
+    samples = [p for name, p in learner.calls if name == "rl_step"][0]
+    assert asked and all(s.return_ is not None for s in samples)
+
+
+def test_resume_continues_from_the_newest_checkpoint(tmp_path):
+    first = _trainer(tmp_path, ["run.iterations=1"])
+    first.run()
+    assert newest_checkpoint(tmp_path).name == "step_00000003"
+    second = _trainer(tmp_path, ["run.iterations=3"])
+    state = second.run(resume=True)
+    calls = [name for name, _ in second.learner.calls]
+    # No SFT again; the checkpoint's weights are pushed (version 2) before the first rollout.
+    assert calls[0] == "load" and "sft_step" not in calls
+    assert [v for _, v in second.policy.pushed] == [2, 3, 4]
+    assert (state.iteration, state.policy_version) == (3, 4)
+    assert [r["step"] for r in read_metrics(tmp_path) if r["phase"] == "rl"] == [1, 2, 3]
+
+
+def test_resume_trims_metrics_logged_after_the_checkpoint(tmp_path):
+    first = _trainer(tmp_path, ["run.iterations=2", "run.checkpoint_every=1"])
+    first.run()
+    checkpoint = newest_checkpoint(tmp_path)
+    # Pretend the run died after iteration 2's record but before its checkpoint: point latest back.
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    state.update(iteration=1, policy_version=2)
+    (checkpoint / STATE_FILE).write_text(json.dumps(state))
+    second = _trainer(tmp_path, ["run.iterations=2"])
+    second.run(resume=True)
+    rl = [r for r in read_metrics(tmp_path) if r["phase"] == "rl"]
+    assert [r["step"] for r in rl] == [1, 2] and rl[1]["policy_version"] == 3
+
+
+def test_too_few_samples_update_nothing(tmp_path):
+    trainer = _trainer(tmp_path, ["run.learner_ranks=64"])
+    trainer.run()
+    assert "rl_step" not in [name for name, _ in trainer.learner.calls]
+    assert trainer.state.iteration == 2 and trainer.state.policy_version == 1
+
+
+def test_incomplete_checkpoints_are_not_resumed(tmp_path):
+    root = tmp_path / "checkpoints"
+    for tag in ("step_00000002", "step_00000003"):
+        (root / tag).mkdir(parents=True)
+        (root / tag / STATE_FILE).write_text(json.dumps({"iteration": 1}))
+    (root / "latest").write_text("step_00000003")
+    assert newest_checkpoint(tmp_path).name == "step_00000003"
+    # Killed while saving step 7: its trainer state never got written; latest goes back to step 3.
+    (root / "step_00000007").mkdir()
+    (root / "latest").write_text("step_00000007")
+    assert newest_checkpoint(tmp_path).name == "step_00000003"
+    assert (root / "latest").read_text() == "step_00000003"
+    assert newest_checkpoint(tmp_path / "nothing") is None
+
+
+@pytest.mark.parametrize("every, after_sft, eval_steps", [(1, False, [1, 2]), (0, False, [2]), (0, True, [0, 2])])
+def test_periodic_evaluation(tmp_path, every, after_sft, eval_steps):
+    trainer = _trainer(tmp_path, [f"eval.every_n_iterations={every}", f"eval.after_sft={after_sft}"])
+    trainer.run()
+    assert [r["step"] for r in read_metrics(tmp_path) if r["phase"] == "eval"] == eval_steps
+
+
+def test_checkpoint_every_zero_never_checkpoints(tmp_path):
+    trainer = _trainer(tmp_path, ["run.checkpoint_every=0"])
+    trainer.run()
+    assert "save" not in [name for name, _ in trainer.learner.calls]
+    assert newest_checkpoint(tmp_path) is None
