@@ -18,7 +18,9 @@ The newest published weights live in a `WeightRegistry` deployment-scoped actor 
     sftrl serve --model smollm2-135m                    # the same, plus Ray start-up
 """
 
+import asyncio
 import hmac
+import logging
 import os
 
 import psutil
@@ -36,8 +38,10 @@ from serving.openai_compat import chat_response, chat_to_generate
 from serving.schemas import ChatCompletionRequest, GenerateRequest, ModelCard, ModelList, PolicyInfo
 from serving.weights import WeightRegistry
 
+logger = logging.getLogger("ray.serve")
 DEPLOYMENT_NAME = "PolicyServer"
 REGISTRY_ACTOR = "weights"
+REGISTRY_TIMEOUT_S = 5.0
 CONTROL_SLOTS = 16  # requests a replica accepts beyond the generate queue (health, info, swaps)
 
 # No /docs, /redoc or /openapi.json: they would be routes outside the API key's reach.
@@ -117,6 +121,26 @@ class PolicyServer:
             await registry.publish.remote(version, weights)
         return {"replica": self.replica, "version": self.runtime.weights.version, "swapped": result.swapped,
                 "seconds": result.seconds, "bytes": result.bytes}
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check; it also repairs a registry that fell behind this replica.
+
+        The controller recreates a dead registry actor empty; the first replica whose health
+        check sees it behind republishes its own weights, so replicas that start afterwards still
+        load the newest version. A registry that cannot be reached never fails the replica.
+        """
+        if self.runtime.weights.version == 0:
+            return
+        try:
+            registry = _registry()
+            behind = await asyncio.wait_for(registry.version.remote(), REGISTRY_TIMEOUT_S) < self.runtime.weights.version
+            if behind:
+                version, weights = await asyncio.to_thread(self.runtime.weights.snapshot)  # waits for the batch
+                if await registry.claim.remote(version):
+                    await registry.publish.remote(version, weights)
+                    logger.warning("weight registry was behind; republished version %d", version)
+        except Exception as error:  # noqa: BLE001 (a registry being recreated: try again next period)
+            logger.warning("weight registry unreachable from the health check: %r", error)
 
     def info(self) -> dict:
         """What this replica serves (`GET /v1/policy`; `handle.broadcast("info")` lists every replica)."""

@@ -12,8 +12,8 @@ health-checked by the Serve controller, deleted with the deployment). After a br
 first replica to `claim` a version hands the state dict to the registry, which keeps it in its
 own memory (so it outlives the learner that exported it). A replica that starts later
 (restart, scale-up) calls `latest()` in its constructor, before Serve routes traffic to it.
-Limit: if the controller recreates the registry actor itself, it starts empty, and new replicas
-serve the base weights until the next broadcast.
+If the controller recreates the registry actor, it starts empty; the replicas' health checks
+(`PolicyServer.check_health`) see it behind and republish the newest weights they serve.
 """
 from __future__ import annotations
 
@@ -74,6 +74,12 @@ class VersionedWeights:
         with self._lock:
             yield self.version
 
+    def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:
+        """(version, a CPU copy of the model's state dict), read between batches."""
+        with self._lock:
+            return self.version, {name: tensor.detach().to("cpu", copy=True)
+                                  for name, tensor in self.model.state_dict().items()}
+
     def swap(self, weights: Mapping[str, torch.Tensor], version: int) -> SwapResult:
         """Copy `weights` into the model as `version`, waiting for the running batch to end.
 
@@ -117,6 +123,10 @@ class WeightRegistry:
         """Keep `weights` as the newest version (ignored when not newer); returns the newest version."""
         if version > self._version:
             self._weights, self._version = weights, version
+        return self._version
+
+    def version(self) -> int:
+        """The newest published version (0 before any publish); cheap to poll."""
         return self._version
 
     def latest(self) -> tuple[int, dict | None]:

@@ -17,7 +17,7 @@ from PIL import Image
 from ray import serve
 
 from learner.models import load_policy
-from serving.app import DEPLOYMENT_NAME, build_app
+from serving.app import DEPLOYMENT_NAME, REGISTRY_ACTOR, build_app
 from serving.config import ServingConfig, ServingLimits
 from serving.images import to_data_url
 from serving.limits import RequestError
@@ -263,19 +263,61 @@ def test_broadcast_swap_reaches_both_replicas_and_a_restarted_one(tiny):
     with pytest.raises(StaleVersionError):
         tiny.handle.broadcast("load_weights", ray.put(shifted), 4).results()
 
-    killed = _replicas(tiny)[0]["replica"]
-    ray.kill(ray.get_actor(f"SERVE_REPLICA::{tiny.name}#{DEPLOYMENT_NAME}#{killed}", namespace="serve"), no_restart=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # waits for the controller to replace the replica
-        infos = _replicas(tiny)
-        if len(infos) == 2 and killed not in {info["replica"] for info in infos}:
-            break
-        time.sleep(1)
-    assert len(infos) == 2 and killed not in {info["replica"] for info in infos}
+    infos = _kill_a_replica_and_wait_for_its_successor(tiny)
     assert {info["version"] for info in infos} == {5}
     for _ in range(4):
         again = httpx.post(f"{tiny.url}/v1/generate", json=PROMPT, timeout=60).json()
         assert again["policy_version"] == 5 and again["output_token_ids"] == after["output_token_ids"]
+
+
+def test_a_recreated_registry_is_refilled_for_later_replicas(tiny):
+    version = max(info["version"] for info in _replicas(tiny)) + 1
+    policy = load_policy("tiny")
+    shifted = {name: tensor + 0.05 * torch_randn_like(tensor, seed=100 + i)
+               for i, (name, tensor) in enumerate(policy.model.state_dict().items())}
+    tiny.handle.broadcast("load_weights", ray.put(shifted), version).results()
+    expected = tiny.handle.generate.remote(PROMPT).result()
+    assert expected["policy_version"] == version
+
+    ray.kill(_registry_actor(tiny))  # the controller recreates it empty
+    deadline = time.monotonic() + 120
+    published = 0
+    while time.monotonic() < deadline and published != version:  # until a health check refills it
+        time.sleep(1)
+        try:
+            published = ray.get(_registry_actor(tiny).version.remote(), timeout=10)
+        except (ray.exceptions.RayError, LookupError, ValueError):
+            continue  # being recreated
+    assert published == version
+
+    infos = _kill_a_replica_and_wait_for_its_successor(tiny)
+    assert {info["version"] for info in infos} == {version}
+    for _ in range(4):
+        again = httpx.post(f"{tiny.url}/v1/generate", json=PROMPT, timeout=60).json()
+        assert again["policy_version"] == version and again["output_token_ids"] == expected["output_token_ids"]
+
+
+def _registry_actor(app: App):
+    """The weight registry actor of `app`'s deployment (Serve names it SERVE_DEPLOYMENT_ACTOR::app::deployment::...)."""
+    prefix, suffix = f"SERVE_DEPLOYMENT_ACTOR::{app.name}::{DEPLOYMENT_NAME}::", f"::{REGISTRY_ACTOR}"
+    named = [a for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith(prefix) and a["name"].endswith(suffix)]
+    if len(named) != 1:
+        raise LookupError(f"want one registry actor of {app.name!r}, found {named}")
+    return ray.get_actor(named[0]["name"], namespace=named[0]["namespace"])
+
+
+def _kill_a_replica_and_wait_for_its_successor(app: App) -> list[dict]:
+    """Kill one replica; return the replicas' infos once the controller has replaced it."""
+    killed = _replicas(app)[0]["replica"]
+    ray.kill(ray.get_actor(f"SERVE_REPLICA::{app.name}#{DEPLOYMENT_NAME}#{killed}", namespace="serve"), no_restart=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        infos = _replicas(app)
+        if len(infos) == 2 and killed not in {info["replica"] for info in infos}:
+            return infos
+        time.sleep(1)
+    pytest.fail(f"replica {killed} of {app.name} was not replaced within 120 s")
 
 
 def torch_randn_like(tensor, *, seed: int):
