@@ -31,6 +31,7 @@ from cluster.evaluation import evaluate, variant_metrics
 from cluster.fleet import CollectResult, RolloutFleet
 from cluster.metrics import MetricsLogger, trim_metrics
 from cluster.policy_service import PolicyService
+from cluster.progress import RunProgress
 from cluster.rollout import EpisodeRequest
 from envs.seeds import TRAIN_SEEDS
 
@@ -69,16 +70,21 @@ class Trainer:
         self._evaluated_version = -1
         self.evals: list[tuple[int, list[Any]]] = []
         """(RL iteration, per-variant results) of every evaluation of this process, in order."""
+        self._progress: RunProgress | None = None
 
     def run(self, *, resume: bool = False) -> TrainState:
         """SFT phase, RL iterations, final evaluation; returns the final state."""
         if resume:
             self.resume()
-        self.sft_phase()
-        while self.state.iteration < self.config.run.iterations:
-            self.iteration()
-        if self._evaluated_version != self.state.policy_version:
-            self.evaluate()
+        with RunProgress(sft_steps=self.config.run.sft_steps, iterations=self.config.run.iterations) as progress:
+            self._progress = progress
+            progress.update(sft_step=self.state.sft_step, iteration=self.state.iteration)
+            self.sft_phase()
+            while self.state.iteration < self.config.run.iterations:
+                self.iteration()
+            if self._evaluated_version != self.state.policy_version:
+                self.evaluate()
+        self._progress = None
         # The final policy as a HF directory: `sftrl eval --checkpoint` and `sftrl serve` load it.
         self.learner.export_hf(str(self.run_dir / POLICY_DIR))
         self.metrics.close()
@@ -111,6 +117,7 @@ class Trainer:
             with _timed(timings, "time/learn_s"):
                 metrics = self.learner.sft_step(batch)
             self.state.sft_step = step + 1
+            self._show_progress()
             self.metrics.log({**metrics, **timings}, step=step + 1, phase="sft",
                              policy_version=self.state.policy_version)
             self._say(f"sft {step + 1}/{steps}  loss/sft={metrics.get('loss/sft', float('nan')):.4f}  "
@@ -137,6 +144,7 @@ class Trainer:
             learn_metrics = self.learner.rl_step(samples) if learned else {}
         self.state.iteration += 1
         self.state.dropped_episodes += collected.dropped
+        self._show_progress()
         with _timed(timings, "time/weight_sync_s"):
             if learned:
                 self.state.policy_version += 1
@@ -200,6 +208,10 @@ class Trainer:
         # Written after the learner's shards: a tag without it is incomplete and never resumed.
         (tag / STATE_FILE).write_text(json.dumps(asdict(self.state)))
         return tag
+
+    def _show_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.update(sft_step=self.state.sft_step, iteration=self.state.iteration)
 
     def _sync_weights(self) -> None:
         self.policy.push(self.learner.export_weights(), self.state.policy_version)
