@@ -1,0 +1,44 @@
+"""The picture and navigation tasks end to end on real Ray, Serve and DeepSpeed: GP-VL with the
+tiny LLaVA model (card pictures go through the server's and the learner's image processor) and
+V-IRL text with the tiny model. One SFT step, one RL iteration, evaluation of every variant."""
+import pytest
+import ray
+from ray import serve
+
+from cluster.config import load_config
+from cluster.metrics import read_metrics
+from cluster.train import build_session
+from e2e_helpers import TINY
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SHORT = ["run.sft_steps=1", "run.iterations=1", "eval.episodes_per_variant=1", "rollout.sampling.max_new_tokens=8",
+         "eval.sampling.max_new_tokens=8"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("task, model, variants, metric", [
+    ("gp-vl", "tiny-vlm", ["id", "rule_ood", "visual_ood"], "card_accuracy"),
+    ("virl-l", "tiny", ["id", "rule_ood"], "step_accuracy"),
+])
+def test_task_trains_and_evaluates_every_variant(ray_cluster, tmp_path, task, model, variants, metric):
+    config = load_config(TINY, [*SHORT, f"env.task={task}", f"learner.model={model}", f"serving.model={model}"])
+    session = build_session(config, tmp_path)
+    try:
+        state = session.trainer.run()
+        results = session.trainer.evals[-1][1]
+    finally:
+        session.close()
+    assert (state.sft_step, state.iteration, state.policy_version) == (1, 1, 2)
+    sft, rl = [next(r for r in read_metrics(tmp_path) if r["phase"] == phase) for phase in ("sft", "rl")]
+    assert sft["loss/sft"] > 0 and "loss/policy" in rl and rl["rollout/episodes"] == 4
+    assert [r.variant for r in results] == variants
+    assert all(r.episodes == 1 and getattr(r, metric) is not None for r in results)
+    assert (tmp_path / "policy" / "config.json").is_file()
