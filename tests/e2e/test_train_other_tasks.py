@@ -2,8 +2,6 @@
 tiny LLaVA model (card pictures go through the server's and the learner's image processor) and
 V-IRL text with the tiny model. One SFT step, one RL iteration, evaluation of every variant."""
 import pytest
-import ray
-from ray import serve
 
 from cluster.config import load_config
 from cluster.metrics import read_metrics
@@ -14,14 +12,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SHORT = ["run.sft_steps=1", "run.iterations=1", "eval.episodes_per_variant=1", "rollout.sampling.max_new_tokens=8",
          "eval.sampling.max_new_tokens=8"]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    serve.shutdown()
-    ray.shutdown()
 
 
 @pytest.mark.parametrize("task, model, variants, metric", [

@@ -7,8 +7,6 @@ import csv
 import os
 
 import pytest
-import ray
-from ray import serve
 
 from cluster.config import EnvConfig, EvalConfig, RolloutConfig, SamplingConfig, load_config
 from cluster.evaluation import evaluate_checkpoint
@@ -19,14 +17,6 @@ from e2e_helpers import TINY
 from serving.config import ServingConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    serve.shutdown()
-    ray.shutdown()
 
 
 def _run(run_dir, overrides=(), **session_kwargs):
