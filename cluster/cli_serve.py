@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from cluster.signals import interrupt_on_signals
+
 
 def example_curl(url: str, *, with_key: bool) -> str:
     """A curl that asks the served policy one chat question (printed by `sftrl serve`, used in the README)."""
@@ -37,6 +39,7 @@ def serve(
 
     config = ServingConfig(model=model, checkpoint=checkpoint, host=host, port=port, num_replicas=replicas)
     ray.init(include_dashboard=False)
+    interrupt_on_signals()
     try:
         ray_serve.start(http_options={"host": host, "port": port})
         ray_serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)

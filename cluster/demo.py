@@ -20,7 +20,8 @@ from rich.console import Console
 from cluster.config import CONFIG_DIR, TrainConfig, load_config
 from cluster.evaluation import eval_requests, render_table
 from cluster.plot import plot_run
-from cluster.train import build_session, interrupt_on_sigterm
+from cluster.signals import interrupt_on_signals
+from cluster.train import build_session
 
 
 def example_request(config: TrainConfig) -> dict:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"iterations; run directory {args.run_dir}")
     start = time.perf_counter()
     session = build_session(config, args.run_dir)
-    interrupt_on_sigterm()
+    interrupt_on_signals()
     try:
         state = session.trainer.run()
         console.print(f"trained in {time.perf_counter() - start:.0f}s: policy version {state.policy_version}")

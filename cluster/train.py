@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from cluster.fleet import RolloutFleet
 from cluster.loop import Trainer, TrainState
 from cluster.policy_service import PolicyService
 from cluster.rollout import RolloutWorker
+from cluster.signals import interrupt_on_signals
 
 
 @dataclass
@@ -110,19 +110,11 @@ def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = Roll
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> TrainState:
     """Run one training job to the end and release what it started."""
     session = build_session(config, run_dir)
-    interrupt_on_sigterm()  # after ray.init, which installs its own SIGTERM handler
+    interrupt_on_signals()  # after ray.init, which installs its own SIGTERM handler
     try:
         return session.trainer.run(resume=resume)
     finally:
         session.close()
-
-
-def interrupt_on_sigterm() -> None:
-    """Let SIGTERM and Ctrl-C (even if the shell ignored SIGINT) raise KeyboardInterrupt in the main
-    thread, so `finally` blocks stop the fleet, the learner, Serve and a Ray cluster we started.
-    Call it after `ray.init`, which installs its own SIGTERM handler."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.default_int_handler)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
