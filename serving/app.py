@@ -34,6 +34,7 @@ from ray.serve.config import BackpressureConfig, DeploymentActorConfig
 
 from serving.config import ServingConfig
 from serving.limits import RequestError, check_at_most
+from serving.memory import release_freed_memory
 from serving.openai_compat import chat_response, chat_to_generate
 from serving.schemas import ChatCompletionRequest, GenerateRequest, ModelCard, ModelList, PolicyInfo
 from serving.weights import WeightRegistry
@@ -119,6 +120,8 @@ class PolicyServer:
         registry = _registry()
         if result.swapped and await registry.claim.remote(version):
             await registry.publish.remote(version, weights)
+        del weights  # the state dict copy is no longer needed: hand its memory back
+        await asyncio.to_thread(release_freed_memory)
         return {"replica": self.replica, "version": self.runtime.weights.version, "swapped": result.swapped,
                 "seconds": result.seconds, "bytes": result.bytes}
 
