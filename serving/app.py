@@ -93,6 +93,7 @@ class PolicyServer:
         self.model_name = config.model
         self.runtime = PolicyRuntime(policy, config, device=device)
         self.replica = serve.get_replica_context().replica_id.unique_id
+        self._repair: asyncio.Task | None = None
         version, weights = ray.get(_registry().latest.remote())
         if weights is not None:  # a later replica (restart, scale-up): catch up before taking traffic
             self.runtime.weights.swap(weights, version)
@@ -128,22 +129,30 @@ class PolicyServer:
     async def check_health(self) -> None:
         """Serve's periodic health check; it also repairs a registry that fell behind this replica.
 
-        The controller recreates a dead registry actor empty; the first replica whose health
-        check sees it behind republishes its own weights, so replicas that start afterwards still
-        load the newest version. A registry that cannot be reached never fails the replica.
+        The controller recreates a dead registry actor empty (and a replica that claimed a version
+        may die before publishing it); a replica whose health check sees the registry behind
+        republishes its own weights in the background, so replicas that start afterwards still
+        load the newest version. The check itself never waits for the repair nor fails on it.
         """
-        if self.runtime.weights.version == 0:
+        if self.runtime.weights.version == 0 or (self._repair is not None and not self._repair.done()):
             return
         try:
             registry = _registry()
-            behind = await asyncio.wait_for(registry.version.remote(), REGISTRY_TIMEOUT_S) < self.runtime.weights.version
-            if behind:
-                version, weights = await asyncio.to_thread(self.runtime.weights.snapshot)  # waits for the batch
-                if await registry.claim.remote(version):
-                    await registry.publish.remote(version, weights)
-                    logger.warning("weight registry was behind; republished version %d", version)
+            published = await asyncio.wait_for(registry.version.remote(), REGISTRY_TIMEOUT_S)
         except Exception as error:  # noqa: BLE001 (a registry being recreated: try again next period)
             logger.warning("weight registry unreachable from the health check: %r", error)
+            return
+        if published < self.runtime.weights.version:
+            self._repair = asyncio.create_task(self._republish(registry))
+
+    async def _republish(self, registry) -> None:
+        """Publish this replica's weights (the registry keeps them only if still newer than its own)."""
+        try:
+            version, weights = await asyncio.to_thread(self.runtime.weights.snapshot)  # waits for the batch
+            await registry.publish.remote(version, weights)
+            logger.warning("weight registry was behind; republished version %d", version)
+        except Exception as error:  # noqa: BLE001 (the next health check tries again)
+            logger.warning("republishing weights to the registry failed: %r", error)
 
     def info(self) -> dict:
         """What this replica serves (`GET /v1/policy`; `handle.broadcast("info")` lists every replica)."""

@@ -48,8 +48,8 @@ def check_state_dict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]
     """
     expected = model.state_dict()
     unexpected = sorted(set(weights) - set(expected))
-    tied = {name for name in expected if name not in dict(model.named_parameters(remove_duplicate=True))
-            and name not in dict(model.named_buffers())}
+    owned = {name for name, _ in model.named_parameters(remove_duplicate=True)} | {name for name, _ in model.named_buffers()}
+    tied = set(expected) - owned
     missing = sorted(set(expected) - set(weights) - tied)
     bad_shape = sorted(k for k in set(weights) & set(expected) if tuple(weights[k].shape) != tuple(expected[k].shape))
     if unexpected or missing or bad_shape:
