@@ -15,12 +15,18 @@ import typer
 from cluster.signals import interrupt_on_signals
 
 
-def example_curl(url: str, *, with_key: bool) -> str:
-    """A curl that asks the served policy one chat question (printed by `sftrl serve`, used in the README)."""
-    body = {"model": "policy", "max_tokens": 32, "messages": [{"role": "user", "content": "Say hello."}]}
-    auth = ' -H "Authorization: Bearer $SFTRL_API_KEY"' if with_key else ""
-    return (f"curl -s {url}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
-            f"-d {shlex.quote(json.dumps(body))}")
+CURL_AUTH = ' -H "Authorization: Bearer $SFTRL_API_KEY"'
+"""curl's header option carrying the API key from the environment."""
+
+
+def example_curl(url: str, *, with_key: bool, data: str | None = None) -> str:
+    """A curl that asks the served policy one chat question: `data` is curl's -d argument
+    (`@file.json` or a JSON body), by default a short "Say hello." request."""
+    if data is None:
+        body = {"model": "policy", "max_tokens": 32, "messages": [{"role": "user", "content": "Say hello."}]}
+        data = shlex.quote(json.dumps(body))
+    auth = CURL_AUTH if with_key else ""
+    return f"curl -s {url}/v1/chat/completions -H 'Content-Type: application/json'{auth} -d {data}"
 
 
 def serve(
@@ -34,15 +40,14 @@ def serve(
     import ray
     from ray import serve as ray_serve
 
-    from serving.app import build_app
+    from cluster.policy_service import PolicyService
     from serving.config import ServingConfig
 
     config = ServingConfig(model=model, checkpoint=checkpoint, host=host, port=port, num_replicas=replicas)
     ray.init(include_dashboard=False)
     interrupt_on_signals()
     try:
-        ray_serve.start(http_options={"host": host, "port": port})
-        ray_serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
+        PolicyService.start(config, http=True)
         url = f"http://{host}:{port}"
         typer.echo(f"serving {checkpoint or model} at {url} (routes: /v1/chat/completions, /v1/generate, "
                    f"/v1/models, /v1/policy, /healthz); Ctrl-C stops")

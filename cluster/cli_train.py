@@ -60,7 +60,7 @@ def evaluate(
                              sampling=SamplingConfig(max_new_tokens=max_new_tokens))
     results = evaluate_checkpoint(
         checkpoint, EnvConfig(task=task), eval_config, rollout=RolloutConfig(n_actors=actors, num_cpus_per_actor=0.1),
-        serving=ServingConfig(model=checkpoint, num_cpus_per_replica=1.0), out_dir=out_dir)
+        serving=ServingConfig(num_cpus_per_replica=1.0), out_dir=out_dir)
     Console().print(render_table(results, title=f"{task}: {checkpoint}"))
     typer.echo(f"episodes and summary.csv in {out_dir}")
 

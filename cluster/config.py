@@ -25,7 +25,6 @@ from serving.config import ServingConfig
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 Task = Literal["gp-l", "gp-vl", "virl-l", "virl-vl"]
-Variant = Literal["id", "rule_ood", "visual_ood"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,14 @@ class EnvConfig(_Strict):
     def spec(self) -> TaskSpec:
         """The task's environment id, modality and evaluation variants."""
         return TASKS[self.task]
+
+    def make(self, variant: str) -> Any:
+        """A new environment of the task's `variant`: its env id and modality, plus `kwargs`."""
+        import gymnasium
+
+        import envs  # noqa: F401  (registers the sftrl/* ids)
+
+        return gymnasium.make(self.spec.env_id, variant=variant, modality=self.spec.modality, **self.kwargs)
 
 
 class SamplingConfig(_Strict):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from cluster.cli_serve import CURL_AUTH, example_curl
 from cluster.config import CONFIG_DIR, TrainConfig, load_config
 from cluster.evaluation import eval_requests, render_table
 from cluster.plot import plot_run
@@ -26,12 +27,7 @@ from cluster.train import build_session
 
 def example_request(config: TrainConfig) -> dict:
     """An OpenAI chat request holding a held-out rule_ood hand of the demo's task."""
-    import gymnasium
-
-    import envs  # noqa: F401  (registers the sftrl/* ids)
-
-    spec = config.env.spec
-    env = gymnasium.make(spec.env_id, variant="rule_ood", modality=spec.modality, **config.env.kwargs)
+    env = config.env.make("rule_ood")
     obs, _ = env.reset(seed=eval_requests("rule_ood", 1)[0].seed)
     return {"model": config.serving.model, "messages": obs["messages"], "temperature": 0,
             "max_tokens": config.eval.sampling.max_new_tokens}
@@ -45,12 +41,12 @@ def show_serving(config: TrainConfig, run_dir: Path, console: Console) -> None:
     request_path = run_dir / "example_request.json"
     request_path.write_text(json.dumps(request, indent=1))
     base = f"http://{config.serving.host}:{config.serving.port}"
-    auth = ' -H "Authorization: Bearer $SFTRL_API_KEY"' if config.serving.api_key else ""
     headers = {"Authorization": f"Bearer {config.serving.api_key.get_secret_value()}"} if config.serving.api_key else {}
     reply = httpx.post(f"{base}/v1/chat/completions", json=request, headers=headers, timeout=120).json()
     console.print(f"\n[bold]The trained policy is served at {base}[/bold] (OpenAI-compatible). Try:")
-    console.print(f"  curl -s {base}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
-                  f"-d @{request_path}", soft_wrap=True, markup=False)
+    with_key = config.serving.api_key is not None
+    console.print("  " + example_curl(base, with_key=with_key, data=f"@{request_path}"), soft_wrap=True, markup=False)
+    auth = CURL_AUTH if with_key else ""
     console.print(f"  curl -s {base}/v1/policy{auth}", soft_wrap=True, markup=False)
     console.print("Its answer to that request (a rule_ood hand it never saw):")
     console.print("  " + reply["choices"][0]["message"]["content"], soft_wrap=True, markup=False)

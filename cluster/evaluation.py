@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -178,12 +177,11 @@ def evaluate_checkpoint(checkpoint: str, env_config: EnvConfig, config: EvalConf
     from ray import serve
 
     from cluster.policy_service import PolicyService
+    from cluster.ray_connect import init_ray
+    from cluster.signals import interrupt_on_signals
 
-    owns_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
-    if owns_ray:
-        ray.init(include_dashboard=False, log_to_driver=False)
-    elif not ray.is_initialized():
-        ray.init()  # RAY_ADDRESS: connect to that cluster
+    owns_ray = init_ray()
+    interrupt_on_signals()
     policy = PolicyService.start(serving.model_copy(update={"model": checkpoint, "checkpoint": None}), http=False)
     fleet = RolloutFleet.launch(env_config, policy.handle, rollout)
     try:

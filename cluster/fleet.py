@@ -43,7 +43,6 @@ class RolloutFleet:
             [make_actor() for _ in range(n_actors)], max_remote_requests_in_flight_per_actor=1
         )
         self._probe_timeout_s = probe_timeout_s
-        self.replaced = 0
 
     @classmethod
     def launch(cls, env_config: EnvConfig, policy: Any, config: RolloutConfig, *,
@@ -56,11 +55,6 @@ class RolloutFleet:
             return remote_cls.remote(env_config, policy, envs_per_actor=config.envs_per_actor)
 
         return cls(make_actor, config.n_actors, probe_timeout_s=config.probe_timeout_s)
-
-    @property
-    def actors(self) -> dict[int, Any]:
-        """Actor id -> handle (for tests and diagnostics)."""
-        return dict(self._manager.actors())
 
     @property
     def num_healthy(self) -> int:
@@ -106,7 +100,6 @@ class RolloutFleet:
             if not self._manager.is_actor_healthy(actor_id):
                 ray.kill(self._manager.remove_actor(actor_id), no_restart=True)
                 self._manager.add_actors([self._make_actor()])
-                self.replaced += 1
 
     def shutdown(self) -> None:
         """Kill every actor of the fleet."""

@@ -91,7 +91,7 @@ class RolloutWorker:
         self._env_config = env_config
         self._policy = policy
         self._envs_per_actor = envs_per_actor
-        self._make_env = make_env or self._gym_env
+        self._make_env = make_env or env_config.make
         self._envs: dict[str, list[Any]] = {}
 
     def ping(self) -> str:
@@ -111,14 +111,6 @@ class RolloutWorker:
         episodes = await asyncio.gather(*(self._play(pools[r.variant], r, sampling=sampling, env_clock=env_clock)
                                           for r in requests))
         return RolloutBatch(episodes=list(episodes), wall_s=time.perf_counter() - start, env_s=env_clock.total_s)
-
-    def _gym_env(self, variant: str) -> Any:
-        import gymnasium
-
-        import envs  # noqa: F401  (registers the sftrl/* ids)
-
-        spec = self._env_config.spec
-        return gymnasium.make(spec.env_id, variant=variant, modality=spec.modality, **self._env_config.kwargs)
 
     def _pool(self, variant: str) -> asyncio.Queue:
         """A queue of this variant's idle envs (built once, reused by every call)."""

@@ -23,12 +23,7 @@ from learner.prompt_encoding import encode_prompt
 
 def oracle_samples(env_config: EnvConfig, model: str, *, n_samples: int, seed: int) -> list[Sample]:
     """`n_samples` SFT samples: the oracle's turns on the task's `id` variant, training seeds only."""
-    import gymnasium
-
-    import envs  # noqa: F401  (registers the sftrl/* ids)
-
-    spec = env_config.spec
-    env = gymnasium.make(spec.env_id, variant="id", modality=spec.modality, **env_config.kwargs)
+    env = env_config.make("id")
     policy = load_policy(model)  # its tokenizer/processor: prompts encoded exactly as the server does
     # Every episode has at least one turn, so n_samples seeds always suffice.
     turns = islice(iter_oracle_turns(env, training_seeds(seed, n_samples)), n_samples)

@@ -24,6 +24,7 @@ from cluster.config import ConfigError, TrainConfig, load_config
 from cluster.fleet import RolloutFleet
 from cluster.loop import Trainer, TrainState
 from cluster.policy_service import PolicyService
+from cluster.ray_connect import init_ray
 from cluster.rollout import RolloutWorker
 from cluster.signals import interrupt_on_signals
 
@@ -55,21 +56,6 @@ class Session:
             ray.shutdown()
 
 
-def init_ray(config: TrainConfig) -> bool:
-    """Connect to RAY_ADDRESS's cluster, or start a local one sized for the run; True if started."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return False
-    # Worker logs (every Serve request is one INFO line) stay in Ray's session log folder.
-    ray.init(num_cpus=config.run.num_cpus or local_num_cpus(config), include_dashboard=False,
-             log_to_driver=False)
-    return True
-
-
 def local_num_cpus(config: TrainConfig) -> int:
     """Logical CPUs for a local cluster: the machine's, or what the run reserves if that is more.
 
@@ -97,7 +83,7 @@ def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = Roll
     """Start Ray if needed, the policy server, the learner ranks and the fleet."""
     from learner.group import LearnerGroup
 
-    owns_ray = init_ray(config)
+    owns_ray = init_ray(num_cpus=config.run.num_cpus or local_num_cpus(config))
     policy = PolicyService.start(config.serving, http=config.run.serve_http)
     learner = LearnerGroup(config.run.learner_ranks, config.learner,
                            resources_per_rank=config.run.learner_resources)
