@@ -261,7 +261,7 @@ class LearnerEngine:
 
         pi_old is the learner before this call: with one update it is the current forward
         (detached); with several, a no-grad pass first records it (and the reference's log-probs
-        when KL is on). Returns the metrics averaged over the updates.
+        when KL is on). Returns the metrics of the updates (`summarise_updates`).
         """
         cfg = self.config
         if cfg.is_cap is not None and any(s.logprobs is None for s in samples):
@@ -283,7 +283,7 @@ class LearnerEngine:
                 history.append(self._train([samples[i] for i in indices],
                                            self._rl_loss_fn(indices, old, ref)))
         self.policy_version += 1
-        return {name: sum(h[name] for h in history) / len(history) for name in history[0]}
+        return summarise_updates(history)
 
     def _rl_loss_fn(self, indices: list[int], old: list[torch.Tensor] | None,
                     ref: list[torch.Tensor] | None):
@@ -358,3 +358,12 @@ def right_align(rows: list[torch.Tensor], width: int) -> torch.Tensor:
     for r, row in enumerate(rows):
         out[r, width - row.shape[0]:] = row
     return out
+
+
+def summarise_updates(history: list[dict[str, float]]) -> dict[str, float]:
+    """One record for several optimizer updates: the step and learning rate after the last one,
+    the peak memory over all of them, every other metric averaged."""
+    summary = {name: sum(h[name] for h in history) / len(history) for name in history[0]}
+    summary.update({name: history[-1][name] for name in ("learner/step", "optim/lr") if name in summary})
+    summary.update({name: max(h[name] for h in history) for name in summary if name.startswith("mem/")})
+    return summary

@@ -193,3 +193,12 @@ def test_checkpoints_keep_the_last_k_and_restore_step_and_rng(tiny, sft_batch, t
     assert engine.sft_step(sft_batch)["loss/sft"] == pytest.approx(next_loss, rel=1e-6)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(engine, tmp_path / "missing")
+
+
+def test_update_summary_keeps_last_step_and_lr_and_peak_memory():
+    from learner.engine import summarise_updates
+
+    history = [{"loss/policy": 1.0, "learner/step": 1.0, "optim/lr": 1e-5, "mem/peak_rank_gb": 3.0},
+               {"loss/policy": 3.0, "learner/step": 2.0, "optim/lr": 2e-5, "mem/peak_rank_gb": 2.0}]
+    assert summarise_updates(history) == {"loss/policy": 2.0, "learner/step": 2.0, "optim/lr": 2e-5,
+                                          "mem/peak_rank_gb": 3.0}
