@@ -95,6 +95,9 @@ def sample_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.
     greedy = temperature == 0  # (B,)
     scale = torch.where(greedy, torch.ones_like(temperature), temperature)  # (B,)
     logp = torch.log_softmax(logits.float() / scale[:, None], dim=-1)  # (B, V)
+    if bool(greedy.all()):  # evaluation batches: no noise to draw (a row's draws never affect another's)
+        tokens = logp.argmax(-1)  # (B,)
+        return Sampled(tokens, logp.gather(-1, tokens[:, None]).squeeze(-1))
     filtered = logp
     if bool((top_p < 1).any()):
         sorted_logp, order = logp.sort(dim=-1, descending=True)  # (B, V)
