@@ -11,9 +11,10 @@ the server returned for that turn; nothing is re-tokenized.
 
 Staleness (design.md, "Versions") = learner version minus the turn's behaviour version.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,15 +41,12 @@ def grpo_samples(episodes: list[Episode], *, scale_by_std: bool = True) -> list[
     advantages = group_normalised_advantages(
         [ep.total_reward for ep in episodes], [ep.group for ep in episodes], scale_by_std=scale_by_std
     )
-    return [
-        turn_sample(ep, turn, advantage=float(adv))
-        for ep, adv in zip(episodes, advantages)
-        for turn in ep.turns
-    ]
+    return [turn_sample(ep, turn, advantage=float(adv)) for ep, adv in zip(episodes, advantages) for turn in ep.turns]
 
 
-def ppo_samples(episodes: list[Episode], values: Callable[[list[Sample]], list[float]], *,
-                gamma: float, lam: float) -> list[Sample]:
+def ppo_samples(
+    episodes: list[Episode], values: Callable[[list[Sample]], list[float]], *, gamma: float, lam: float
+) -> list[Sample]:
     """Samples with GAE advantages over turns; `values(samples)` is the learner's value head."""
     samples = [turn_sample(ep, turn) for ep in episodes for turn in ep.turns]
     old_values = values(samples)

@@ -4,6 +4,7 @@ Each group of commands lives in its own module (`cli_*.py`) and is registered he
 only wires them together. Heavy imports (torch, ray) stay inside the command bodies so that
 `sftrl --help` is fast. Run `sftrl --help` for the list.
 """
+
 import typer
 
 from cluster import cli_envs, cli_serve, cli_train

@@ -10,13 +10,14 @@ An environment joins both commands with one `ENVS` entry: its Gymnasium id and a
 turns what a person types into the env's answer text. Extra constructor arguments go through
 `--set key=value` (values read as JSON when they parse, e.g. `--set target=12`).
 """
+
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
@@ -86,7 +87,7 @@ def data(
     modality: str = typer.Option("text", help="text or image"),
     n: int = typer.Option(1000, min=1, help="number of records (one per policy turn)"),
     seed: int = typer.Option(0, help="seed of the draw of training seeds"),
-    out: Optional[Path] = typer.Option(None, help="JSONL path [default: data/ENV_VARIANT_MODALITY_sft.jsonl]"),
+    out: Path | None = typer.Option(None, help="JSONL path [default: data/ENV_VARIANT_MODALITY_sft.jsonl]"),
     settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
 ) -> None:
     """Write oracle SFT chat records (JSONL, PNGs beside it for image envs) from training seeds."""
@@ -104,9 +105,9 @@ def play(
     env: str = typer.Argument(..., help=_ENV_HELP),
     variant: str = typer.Option("id", help="variant, e.g. id, rule_ood, visual_ood"),
     modality: str = typer.Option("text", help="text or image"),
-    seed: Optional[int] = typer.Option(None, help="seed of the first episode (random when omitted)"),
+    seed: int | None = typer.Option(None, help="seed of the first episode (random when omitted)"),
     episodes: int = typer.Option(1, min=1, help="episodes to play"),
-    render: Optional[Path] = typer.Option(None, help="save the picture of each hand to this PNG"),
+    render: Path | None = typer.Option(None, help="save the picture of each hand to this PNG"),
     settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
 ) -> None:
     """Play in the terminal: read the task, type an answer, see the verifier's feedback."""
@@ -123,9 +124,10 @@ def play(
             return
 
 
-def _play_episode(made, entry: EnvEntry, info: dict, *, render: Optional[Path]) -> bool:
+def _play_episode(made, entry: EnvEntry, info: dict, *, render: Path | None) -> bool:
     """One episode on stdin; False when the input ended. With `render`, the picture is saved again
-    after every step (V-IRL's picture changes as the agent moves)."""
+    after every step (V-IRL's picture changes as the agent moves).
+    """
     while True:
         typer.echo(f"{entry.prompt}> ", nl=False)
         line = sys.stdin.readline()

@@ -5,15 +5,14 @@
 Prints the URL and a ready-to-run curl. With `SFTRL_API_KEY` set, every route but /healthz needs
 `Authorization: Bearer $SFTRL_API_KEY`. Binding a host other than 127.0.0.1 exposes the endpoint.
 """
+
 import json
 import shlex
 import threading
-from typing import Optional
 
 import typer
 
 from cluster.signals import interrupt_on_signals
-
 
 CURL_AUTH = ' -H "Authorization: Bearer $SFTRL_API_KEY"'
 """curl's header option carrying the API key from the environment."""
@@ -21,7 +20,8 @@ CURL_AUTH = ' -H "Authorization: Bearer $SFTRL_API_KEY"'
 
 def example_curl(url: str, *, with_key: bool, data: str | None = None) -> str:
     """A curl that asks the served policy one chat question: `data` is curl's -d argument
-    (`@file.json` or a JSON body), by default a short "Say hello." request."""
+    (`@file.json` or a JSON body), by default a short "Say hello." request.
+    """
     if data is None:
         body = {"model": "policy", "max_tokens": 32, "messages": [{"role": "user", "content": "Say hello."}]}
         data = shlex.quote(json.dumps(body))
@@ -31,7 +31,9 @@ def example_curl(url: str, *, with_key: bool, data: str | None = None) -> str:
 
 def serve(
     model: str = typer.Option("smollm2-135m", help="Policy name (smollm2-135m, tiny, tiny-vlm, ...) or HF path."),
-    checkpoint: Optional[str] = typer.Option(None, help="A save_pretrained directory to serve instead of --model's weights."),
+    checkpoint: str | None = typer.Option(
+        None, help="A save_pretrained directory to serve instead of --model's weights."
+    ),
     host: str = typer.Option("127.0.0.1", help="Bind address; 0.0.0.0 exposes the endpoint to the network."),
     port: int = typer.Option(8000, help="HTTP port."),
     replicas: int = typer.Option(1, min=1, help="Number of policy replicas."),
@@ -49,8 +51,10 @@ def serve(
     try:
         PolicyService.start(config, http=True)
         url = f"http://{host}:{port}"
-        typer.echo(f"serving {checkpoint or model} at {url} (routes: /v1/chat/completions, /v1/generate, "
-                   f"/v1/models, /v1/policy, /healthz); Ctrl-C stops")
+        typer.echo(
+            f"serving {checkpoint or model} at {url} (routes: /v1/chat/completions, /v1/generate, "
+            f"/v1/models, /v1/policy, /healthz); Ctrl-C stops"
+        )
         typer.echo(example_curl(url, with_key=config.api_key is not None), color=False)
         threading.Event().wait()  # block until Ctrl-C
     except KeyboardInterrupt:

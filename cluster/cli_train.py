@@ -9,10 +9,10 @@
 any HF directory, or a built-in model name) and scores it on every variant of the task on held-out
 seeds; `plot` draws the run's curves to `RUN_DIR/plots/*.png`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -24,9 +24,9 @@ app = typer.Typer()
 @app.command("train")
 def train(
     config: Path = typer.Option(..., "--config", help="YAML config (see cluster/configs/)"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where the run writes (default runs/<config name>)"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="where the run writes (default runs/<config name>)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest checkpoint in --run-dir"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. learner.lr=1e-6"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted overrides, e.g. learner.lr=1e-6"),
 ) -> None:
     """Train: SFT phase, RL iterations, evaluation (same as `python -m cluster.train`)."""
     from cluster.train import main
@@ -38,13 +38,15 @@ def train(
 
 @app.command("eval")
 def evaluate(
-    checkpoint: str = typer.Option(..., "--checkpoint", help="a run's policy/ directory, a HF directory or a model name"),
+    checkpoint: str = typer.Option(
+        ..., "--checkpoint", help="a run's policy/ directory, a HF directory or a model name"
+    ),
     task: str = typer.Option(..., "--task", help=f"one of {', '.join(TASKS)}"),
     episodes: int = typer.Option(32, "--episodes", min=1, help="episodes per variant"),
     sampled: bool = typer.Option(False, "--sampled", help="sample (temperature 1) instead of greedy decoding"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="token budget per answer"),
     actors: int = typer.Option(2, "--actors", min=1, help="rollout actors"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default eval/<task>)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default eval/<task>)"),
 ) -> None:
     """Evaluate a saved policy on every variant of a task (id, rule_ood, visual_ood for VL)."""
     from rich.console import Console
@@ -56,11 +58,17 @@ def evaluate(
     if task not in TASKS:
         raise typer.BadParameter(f"unknown task {task!r}; choose one of {', '.join(TASKS)}", param_hint="--task")
     out_dir = out or Path("eval") / task
-    eval_config = EvalConfig(episodes_per_variant=episodes, greedy=not sampled,
-                             sampling=SamplingConfig(max_new_tokens=max_new_tokens))
+    eval_config = EvalConfig(
+        episodes_per_variant=episodes, greedy=not sampled, sampling=SamplingConfig(max_new_tokens=max_new_tokens)
+    )
     results = evaluate_checkpoint(
-        checkpoint, EnvConfig(task=task), eval_config, rollout=RolloutConfig(n_actors=actors, num_cpus_per_actor=0.1),
-        serving=ServingConfig(num_cpus_per_replica=1.0), out_dir=out_dir)
+        checkpoint,
+        EnvConfig(task=task),
+        eval_config,
+        rollout=RolloutConfig(n_actors=actors, num_cpus_per_actor=0.1),
+        serving=ServingConfig(num_cpus_per_replica=1.0),
+        out_dir=out_dir,
+    )
     Console().print(render_table(results, title=f"{task}: {checkpoint}"))
     typer.echo(f"episodes and summary.csv in {out_dir}")
 

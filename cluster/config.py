@@ -10,6 +10,7 @@ checkpoints, seed). Load one with
 An override is `dotted.key=value`; the value is read as YAML (`3` is an int, `true` a bool,
 `[a, b]` a list). Unknown keys and invalid values raise `ConfigError`, naming the key and the fix.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

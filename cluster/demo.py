@@ -7,6 +7,7 @@ held-out hands, plot the curves, then serve the trained policy on 127.0.0.1:8000
 Everything runs on this machine: a local Ray cluster, one Serve replica, one DeepSpeed rank, two
 rollout actors. The run directory holds the metrics, evaluation files, plots and final policy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ def example_request(config: TrainConfig) -> dict:
     """An OpenAI chat request holding a held-out rule_ood hand of the demo's task."""
     env = config.env.make("rule_ood")
     obs, _ = env.reset(seed=eval_requests("rule_ood", 1)[0].seed)
-    return {"model": config.serving.model, "messages": obs["messages"], "temperature": 0,
-            "max_tokens": config.eval.sampling.max_new_tokens}
+    return {
+        "model": config.serving.model,
+        "messages": obs["messages"],
+        "temperature": 0,
+        "max_tokens": config.eval.sampling.max_new_tokens,
+    }
 
 
 def show_serving(config: TrainConfig, run_dir: Path, console: Console) -> None:
@@ -61,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     console = Console()
     config = load_config(args.config, [*args.overrides, f"run.serve_http={not args.no_serve}"])
-    console.print(f"[bold]sftrl demo[/bold]: {config.learner.model} on {config.env.task}, "
-                  f"{config.run.sft_steps} SFT steps then {config.run.iterations} {config.learner.algo.upper()} "
-                  f"iterations; run directory {args.run_dir}")
+    console.print(
+        f"[bold]sftrl demo[/bold]: {config.learner.model} on {config.env.task}, "
+        f"{config.run.sft_steps} SFT steps then {config.run.iterations} {config.learner.algo.upper()} "
+        f"iterations; run directory {args.run_dir}"
+    )
     start = time.perf_counter()
     session = build_session(config, args.run_dir)
     interrupt_on_signals()
@@ -72,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"trained in {time.perf_counter() - start:.0f}s: policy version {state.policy_version}")
         for iteration, results in session.trainer.evals:
             stage = "after SFT" if iteration == 0 else f"after RL iteration {iteration}"
-            console.print(render_table(results, title=f"{config.env.task} {stage}, held-out hands: "
-                                                      "in-distribution vs rule OOD"))
+            console.print(
+                render_table(results, title=f"{config.env.task} {stage}, held-out hands: in-distribution vs rule OOD")
+            )
         for path in plot_run(args.run_dir):
             console.print(f"plot: {path}")
         if args.no_serve:

@@ -13,6 +13,7 @@ It writes `OUT_DIR/episodes_<variant>.jsonl` (every episode, every turn's text) 
 `OUT_DIR/summary.csv`, and `render_table` draws the rich table. `sftrl eval --checkpoint DIR
 --task gp-l` runs it on a saved checkpoint (cli_train.py).
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,8 +60,7 @@ def eval_requests(variant: str, n_episodes: int) -> list[EpisodeRequest]:
     return [EpisodeRequest(seed=EVAL_SEEDS[i], group=i, variant=variant) for i in range(n_episodes)]
 
 
-def evaluate(fleet: RolloutFleet, env_config: EnvConfig, config: EvalConfig, *,
-             out_dir: Path) -> list[VariantResult]:
+def evaluate(fleet: RolloutFleet, env_config: EnvConfig, config: EvalConfig, *, out_dir: Path) -> list[VariantResult]:
     """Evaluate every variant of the task; writes the JSONL and CSV files under `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sampling = eval_sampling(config)
@@ -68,8 +68,7 @@ def evaluate(fleet: RolloutFleet, env_config: EnvConfig, config: EvalConfig, *,
     for variant in env_config.spec.variants:
         collected = fleet.collect(eval_requests(variant, config.episodes_per_variant), sampling)
         write_episodes(out_dir / f"episodes_{variant}.jsonl", collected.episodes)
-        results.append(score_variant(variant, collected.episodes, task=env_config.task,
-                                     dropped=collected.dropped))
+        results.append(score_variant(variant, collected.episodes, task=env_config.task, dropped=collected.dropped))
     write_summary_csv(out_dir / "summary.csv", results)
     return results
 
@@ -82,7 +81,9 @@ def score_variant(variant: str, episodes: list[Episode], *, task: str, dropped: 
         return float(sum(values) / len(values)) if values else float("nan")
 
     result = VariantResult(
-        variant=variant, episodes=n, dropped=dropped,
+        variant=variant,
+        episodes=n,
+        dropped=dropped,
         success=mean([ep.success for ep in episodes]),
         first_attempt_success=mean([ep.success and all(t.reward > 0 for t in ep.turns) for ep in episodes]),
         reward_mean=mean([ep.total_reward for ep in episodes]),
@@ -126,13 +127,28 @@ def write_episodes(path: Path, episodes: list[Episode]) -> None:
     """One JSON line per episode: seed, success, reward, every turn's text and reward."""
     with path.open("w") as f:
         for ep in episodes:
-            f.write(json.dumps({
-                "seed": ep.seed, "variant": ep.variant, "success": ep.success,
-                "total_reward": ep.total_reward, "final_info": ep.final_info,
-                "turns": [{"text": t.text, "reward": t.reward, "policy_version": t.policy_version,
-                           "output_tokens": len(t.output_ids), "finish_reason": t.finish_reason}
-                          for t in ep.turns],
-            }) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "seed": ep.seed,
+                        "variant": ep.variant,
+                        "success": ep.success,
+                        "total_reward": ep.total_reward,
+                        "final_info": ep.final_info,
+                        "turns": [
+                            {
+                                "text": t.text,
+                                "reward": t.reward,
+                                "policy_version": t.policy_version,
+                                "output_tokens": len(t.output_ids),
+                                "finish_reason": t.finish_reason,
+                            }
+                            for t in ep.turns
+                        ],
+                    }
+                )
+                + "\n"
+            )
 
 
 def write_summary_csv(path: Path, results: list[VariantResult]) -> None:
@@ -156,8 +172,13 @@ def render_table(results: list[VariantResult], *, title: str) -> Table:
     for column in columns:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for r in results:
-        row = [r.variant, f"{r.episodes}" + (f" ({r.dropped} dropped)" if r.dropped else ""),
-               _pct(r.success), _pct(r.first_attempt_success), f"{r.reward_mean:.2f}"]
+        row = [
+            r.variant,
+            f"{r.episodes}" + (f" ({r.dropped} dropped)" if r.dropped else ""),
+            _pct(r.success),
+            _pct(r.first_attempt_success),
+            f"{r.reward_mean:.2f}",
+        ]
         row += [_pct(r.step_accuracy)] * has_steps + [_pct(r.card_accuracy)] * has_cards
         table.add_row(*row)
     return table
@@ -167,8 +188,15 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or value != value else f"{100 * value:.1f}%"
 
 
-def evaluate_checkpoint(checkpoint: str, env_config: EnvConfig, config: EvalConfig, *,
-                        rollout: RolloutConfig, serving: ServingConfig, out_dir: Path) -> list[VariantResult]:
+def evaluate_checkpoint(
+    checkpoint: str,
+    env_config: EnvConfig,
+    config: EvalConfig,
+    *,
+    rollout: RolloutConfig,
+    serving: ServingConfig,
+    out_dir: Path,
+) -> list[VariantResult]:
     """Serve `checkpoint` (a HF directory or built-in model name) and evaluate it on every variant.
 
     Connects to RAY_ADDRESS's cluster or starts a local one; stops what it started.

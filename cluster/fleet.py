@@ -10,10 +10,12 @@ with the rest. An application error inside `run_episodes` (a bug, not a crash) i
     fleet = RolloutFleet.launch(env_config, policy_handle, rollout_config)
     result = fleet.collect(requests, sampling)
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
@@ -45,11 +47,13 @@ class RolloutFleet:
         self._probe_timeout_s = probe_timeout_s
 
     @classmethod
-    def launch(cls, env_config: EnvConfig, policy: Any, config: RolloutConfig, *,
-               worker_cls: type = RolloutWorker) -> RolloutFleet:
+    def launch(
+        cls, env_config: EnvConfig, policy: Any, config: RolloutConfig, *, worker_cls: type = RolloutWorker
+    ) -> RolloutFleet:
         """Start `config.n_actors` Ray actors of `worker_cls` that play against `policy`."""
-        remote_cls = ray.remote(worker_cls).options(num_cpus=config.num_cpus_per_actor, max_restarts=-1,
-                                                    resources=config.resources_per_actor)
+        remote_cls = ray.remote(worker_cls).options(
+            num_cpus=config.num_cpus_per_actor, max_restarts=-1, resources=config.resources_per_actor
+        )
 
         def make_actor() -> Any:
             return remote_cls.remote(env_config, policy, envs_per_actor=config.envs_per_actor)
@@ -88,8 +92,7 @@ class RolloutFleet:
                 raise error
             dropped += len(share_of[result.actor_id])
             failed += 1
-        return CollectResult(episodes=episodes, dropped=dropped, failed_actors=failed,
-                             actor_wall_s=walls, env_s=env_s)
+        return CollectResult(episodes=episodes, dropped=dropped, failed_actors=failed, actor_wall_s=walls, env_s=env_s)
 
     def restore(self) -> None:
         """Bring back restarted actors; replace those that stay down past the probe timeout."""

@@ -14,14 +14,16 @@ and version, pushing its weights to the server before the first rollout. Trainin
 iteration i depend only on (run.seed, i), so a resumed run plays the hands it would have played.
 `build_trainer` (train.py) wires the real learner, server and fleet; tests pass fakes.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -53,9 +55,17 @@ class TrainState:
 class Trainer:
     """Drives one run. `learner` is a LearnerGroup; `sft_samples()` yields the SFT demonstrations."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, *, learner: Any, policy: PolicyService,
-                 fleet: RolloutFleet, sft_samples: Callable[[int], list[Any]],
-                 say: Callable[[str], None] = print):
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        *,
+        learner: Any,
+        policy: PolicyService,
+        fleet: RolloutFleet,
+        sft_samples: Callable[[int], list[Any]],
+        say: Callable[[str], None] = print,
+    ):
         self.config = config
         self._say = say
         self.run_dir = Path(run_dir)
@@ -100,9 +110,11 @@ class Trainer:
         self.state = TrainState(**json.loads((checkpoint / STATE_FILE).read_text()))
         dropped = trim_metrics(self.run_dir, sft_step=self.state.sft_step, iteration=self.state.iteration)
         self._sync_weights()
-        self._say(f"resumed from {checkpoint}: SFT step {self.state.sft_step}, RL iteration "
-                  f"{self.state.iteration}, policy version {self.state.policy_version} "
-                  f"({dropped} metric records after it dropped)")
+        self._say(
+            f"resumed from {checkpoint}: SFT step {self.state.sft_step}, RL iteration "
+            f"{self.state.iteration}, policy version {self.state.policy_version} "
+            f"({dropped} metric records after it dropped)"
+        )
         return checkpoint
 
     def sft_phase(self) -> None:
@@ -118,10 +130,13 @@ class Trainer:
                 metrics = self.learner.sft_step(batch)
             self.state.sft_step = step + 1
             self._show_progress()
-            self.metrics.log({**metrics, **timings}, step=step + 1, phase="sft",
-                             policy_version=self.state.policy_version)
-            self._say(f"sft {step + 1}/{steps}  loss/sft={metrics.get('loss/sft', float('nan')):.4f}  "
-                      f"{timings['time/learn_s']:.1f}s")
+            self.metrics.log(
+                {**metrics, **timings}, step=step + 1, phase="sft", policy_version=self.state.policy_version
+            )
+            self._say(
+                f"sft {step + 1}/{steps}  loss/sft={metrics.get('loss/sft', float('nan')):.4f}  "
+                f"{timings['time/learn_s']:.1f}s"
+            )
         self.state.policy_version += 1
         self._sync_weights()
         if self.config.eval.after_sft:
@@ -134,8 +149,7 @@ class Trainer:
         timings: dict[str, float] = {}
         learner_version = self.state.policy_version
         with _timed(timings, "time/rollout_s"):
-            collected = self.fleet.collect(self.training_requests(self.state.iteration),
-                                           self.config.rollout.sampling)
+            collected = self.fleet.collect(self.training_requests(self.state.iteration), self.config.rollout.sampling)
         with _timed(timings, "time/learn_s"):
             samples = self.build_samples(collected)
             # The learner needs a sample per rank and mini-batch; with fewer (nearly all episodes
@@ -152,17 +166,19 @@ class Trainer:
         metrics = {
             **rollout_stats(collected.episodes, learner_version=learner_version),
             **_fleet_stats(collected, rollout_s=timings["time/rollout_s"]),
-            **learn_metrics, **timings,
+            **learn_metrics,
+            **timings,
             "rollout/samples": float(len(samples)),
             "rollout/dropped_total": float(self.state.dropped_episodes),
         }
-        self.metrics.log(metrics, step=self.state.iteration, phase="rl",
-                         policy_version=self.state.policy_version)
-        self._say(f"rl {self.state.iteration}/{self.config.run.iterations}  "
-                  f"reward={metrics.get('rollout/reward_mean', float('nan')):.2f}  "
-                  f"success={metrics.get('rollout/success', float('nan')):.2f}  "
-                  f"dropped={collected.dropped}  rollout {timings['time/rollout_s']:.1f}s  "
-                  f"learn {timings['time/learn_s']:.1f}s  sync {timings['time/weight_sync_s']:.1f}s")
+        self.metrics.log(metrics, step=self.state.iteration, phase="rl", policy_version=self.state.policy_version)
+        self._say(
+            f"rl {self.state.iteration}/{self.config.run.iterations}  "
+            f"reward={metrics.get('rollout/reward_mean', float('nan')):.2f}  "
+            f"success={metrics.get('rollout/success', float('nan')):.2f}  "
+            f"dropped={collected.dropped}  rollout {timings['time/rollout_s']:.1f}s  "
+            f"learn {timings['time/learn_s']:.1f}s  sync {timings['time/weight_sync_s']:.1f}s"
+        )
         every_eval, every_ckpt = self.config.eval.every_n_iterations, self.config.run.checkpoint_every
         if every_eval and self.state.iteration % every_eval == 0:
             self.evaluate()
@@ -177,8 +193,11 @@ class Trainer:
         n_groups = rollout.episodes_per_iteration // rollout.group_size
         rng = np.random.default_rng([self.config.run.seed, iteration])
         seeds = rng.choice(len(TRAIN_SEEDS), size=n_groups, replace=False)
-        return [EpisodeRequest(seed=TRAIN_SEEDS[int(s)], group=iteration * n_groups + g, variant="id")
-                for g, s in enumerate(seeds) for _ in range(rollout.group_size)]
+        return [
+            EpisodeRequest(seed=TRAIN_SEEDS[int(s)], group=iteration * n_groups + g, variant="id")
+            for g, s in enumerate(seeds)
+            for _ in range(rollout.group_size)
+        ]
 
     def build_samples(self, collected: CollectResult) -> list[Any]:
         """The learner batch of the collected episodes, per learner.algo."""
@@ -194,12 +213,14 @@ class Trainer:
         with _timed(timings, "time/eval_s"):
             results = evaluate(self.fleet, self.config.env, self.config.eval, out_dir=out_dir)
         metrics = {**variant_metrics(results), **timings}
-        self.metrics.log(metrics, step=self.state.iteration, phase="eval",
-                         policy_version=self.state.policy_version)
+        self.metrics.log(metrics, step=self.state.iteration, phase="eval", policy_version=self.state.policy_version)
         self._evaluated_version = self.state.policy_version
         self.evals.append((self.state.iteration, results))
-        self._say("eval  " + "  ".join(f"{r.variant}: success={r.success:.2f}" for r in results)
-                  + f"  {timings['time/eval_s']:.1f}s")
+        self._say(
+            "eval  "
+            + "  ".join(f"{r.variant}: success={r.success:.2f}" for r in results)
+            + f"  {timings['time/eval_s']:.1f}s"
+        )
         return metrics
 
     def checkpoint(self) -> Path:

@@ -5,6 +5,7 @@ Keys are namespaced (`rollout/reward_mean`, `eval/rule_ood/success`, `loss/polic
 SFT step during the SFT phase), `phase` (`sft` | `rl` | `eval`) and `policy_version`.
 Read them back with `read_metrics(run_dir)`; view the events with `tensorboard --logdir RUN_DIR`.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,12 @@ class MetricsLogger:
 
     def log(self, metrics: dict[str, float], *, step: int, phase: str, policy_version: int) -> None:
         """Record `metrics` at `step`; non-finite values are written as null in the JSONL."""
-        record: dict[str, Any] = {"step": step, "phase": phase, "policy_version": policy_version,
-                                  "wall_time": time.time()}
+        record: dict[str, Any] = {
+            "step": step,
+            "phase": phase,
+            "policy_version": policy_version,
+            "wall_time": time.time(),
+        }
         for key, value in sorted(metrics.items()):
             value = float(value)
             record[key] = value if math.isfinite(value) else None

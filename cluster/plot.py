@@ -4,6 +4,7 @@ Reads `metrics.jsonl` (see metrics.py) and draws one PNG per namespace (`rollout
 `time`, `perf`, ...), one line per key, against the step, with matplotlib's Agg backend (no
 display needed). SFT-phase records are drawn in `sft.png` against the SFT step.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -50,7 +51,7 @@ def _draw_panel(plt: Any, name: str, series: dict[str, list[tuple[int, float]]],
         ax.set_title(key, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.supxlabel("SFT step" if name == "sft" else "RL iteration", fontsize=9)
     fig.suptitle(name)
@@ -60,7 +61,7 @@ def _draw_panel(plt: Any, name: str, series: dict[str, list[tuple[int, float]]],
 
 
 def _panels(records: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """panel name -> key -> [(step, value)]: SFT records in 'sft', others by key namespace."""
+    """Panel name -> key -> [(step, value)]: SFT records in 'sft', others by key namespace."""
     panels: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         for key, value in record.items():

@@ -7,6 +7,7 @@
 Versions only go up (serving contract); `push` is the weight-sync step of design.md ("Data flow",
 step 6) and is what `time/weight_sync_s` measures.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

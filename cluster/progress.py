@@ -7,6 +7,7 @@ above them.
     with RunProgress(sft_steps=8, iterations=3) as progress:
         progress.update(sft_step=1, iteration=0)
 """
+
 from __future__ import annotations
 
 from rich.console import Console
@@ -18,9 +19,16 @@ class RunProgress:
 
     def __init__(self, *, sft_steps: int, iterations: int, console: Console | None = None):
         console = console or Console()
-        self._bars = Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
-                              TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
-                              console=console, disable=not console.is_terminal)
+        self._bars = Progress(
+            TextColumn("{task.description:>14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
         self._sft = self._bars.add_task("SFT steps", total=sft_steps) if sft_steps else None
         self._rl = self._bars.add_task("RL iterations", total=iterations) if iterations else None
 

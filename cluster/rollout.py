@@ -11,6 +11,7 @@ The reply's `prompt_token_ids`, `output_token_ids`, `logprobs` and `policy_versi
 they are (token in, token out); its `text` goes to `env.step`, whose feedback becomes the next user
 turn (sequential revision). Episodes come back as `Episode` records.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,9 @@ import base64
 import inspect
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -86,8 +88,9 @@ class RolloutWorker:
     `make_env(variant)` builds one environment; the default uses `gymnasium.make` for the task.
     """
 
-    def __init__(self, env_config: EnvConfig, policy: Any, *, envs_per_actor: int,
-                 make_env: Callable[[str], Any] | None = None):
+    def __init__(
+        self, env_config: EnvConfig, policy: Any, *, envs_per_actor: int, make_env: Callable[[str], Any] | None = None
+    ):
         self._env_config = env_config
         self._policy = policy
         self._envs_per_actor = envs_per_actor
@@ -108,8 +111,9 @@ class RolloutWorker:
         start = time.perf_counter()
         env_clock = _Clock()
         pools = {variant: self._pool(variant) for variant in {r.variant for r in requests}}
-        episodes = await asyncio.gather(*(self._play(pools[r.variant], r, sampling=sampling, env_clock=env_clock)
-                                          for r in requests))
+        episodes = await asyncio.gather(
+            *(self._play(pools[r.variant], r, sampling=sampling, env_clock=env_clock) for r in requests)
+        )
         return RolloutBatch(episodes=list(episodes), wall_s=time.perf_counter() - start, env_s=env_clock.total_s)
 
     def _pool(self, variant: str) -> asyncio.Queue:
@@ -121,16 +125,18 @@ class RolloutWorker:
             pool.put_nowait(env)
         return pool
 
-    async def _play(self, pool: asyncio.Queue, request: EpisodeRequest, *, sampling: SamplingConfig,
-                    env_clock: _Clock) -> Episode:
+    async def _play(
+        self, pool: asyncio.Queue, request: EpisodeRequest, *, sampling: SamplingConfig, env_clock: _Clock
+    ) -> Episode:
         env = await pool.get()
         try:
             return await self._play_on(env, request, sampling=sampling, env_clock=env_clock)
         finally:
             pool.put_nowait(env)
 
-    async def _play_on(self, env: Any, request: EpisodeRequest, *, sampling: SamplingConfig,
-                       env_clock: _Clock) -> Episode:
+    async def _play_on(
+        self, env: Any, request: EpisodeRequest, *, sampling: SamplingConfig, env_clock: _Clock
+    ) -> Episode:
         """One episode with sequential revision: reply -> env.step -> feedback turn -> reply ..."""
         with env_clock:
             obs, info = env.reset(seed=request.seed)
@@ -141,18 +147,30 @@ class RolloutWorker:
             reply = await self._policy.generate.remote(generate_request(obs["messages"], images, sampling))
             with env_clock:
                 obs, reward, terminated, truncated, info = env.step(reply["text"])
-            turns.append(Turn(
-                prompt_ids=list(reply["prompt_token_ids"]), output_ids=list(reply["output_token_ids"]),
-                logprobs=list(reply["logprobs"]), reward=float(reward),
-                policy_version=int(reply["policy_version"]), text=reply["text"],
-                finish_reason=reply["finish_reason"], queue_s=float(reply["timing"]["queue_s"]),
-                generate_s=float(reply["timing"]["generate_s"]),
-            ))
+            turns.append(
+                Turn(
+                    prompt_ids=list(reply["prompt_token_ids"]),
+                    output_ids=list(reply["output_token_ids"]),
+                    logprobs=list(reply["logprobs"]),
+                    reward=float(reward),
+                    policy_version=int(reply["policy_version"]),
+                    text=reply["text"],
+                    finish_reason=reply["finish_reason"],
+                    queue_s=float(reply["timing"]["queue_s"]),
+                    generate_s=float(reply["timing"]["generate_s"]),
+                )
+            )
             if terminated or truncated:
                 break
-        return Episode(seed=request.seed, group=request.group, variant=request.variant,
-                       success=bool(info.get("success", False)), turns=turns, image=image,
-                       final_info=json_safe(info))
+        return Episode(
+            seed=request.seed,
+            group=request.group,
+            variant=request.variant,
+            success=bool(info.get("success", False)),
+            turns=turns,
+            image=image,
+            final_info=json_safe(info),
+        )
 
 
 def generate_request(messages: list[dict], images: list[str], sampling: SamplingConfig) -> dict:

@@ -7,6 +7,7 @@ chat template's assistant part up to and including the end-of-turn token (what t
 have generated, eos included). So SFT and RL train on the same kind of ids, and the SFT and RL arms
 of an experiment differ only in the update rule (design.md, "Data flow").
 """
+
 from __future__ import annotations
 
 from itertools import islice
@@ -30,12 +31,13 @@ def oracle_samples(env_config: EnvConfig, model: str, *, n_samples: int, seed: i
     return [sft_sample(policy, t.messages, [t.image] if t.image is not None else None) for t in turns]
 
 
-def sft_sample(policy: LoadedPolicy, messages: list[dict[str, Any]],
-               images: list[np.ndarray] | None = None) -> Sample:
+def sft_sample(policy: LoadedPolicy, messages: list[dict[str, Any]], images: list[np.ndarray] | None = None) -> Sample:
     """The sample of one chat record: prompt = messages[:-1], output = the assistant reply + eos."""
     if not messages or messages[-1]["role"] != "assistant":
-        raise ValueError("an SFT record must end with the assistant's answer; got "
-                         f"{messages[-1]['role'] if messages else 'no messages'!r} last")
+        raise ValueError(
+            "an SFT record must end with the assistant's answer; got "
+            f"{messages[-1]['role'] if messages else 'no messages'!r} last"
+        )
     prompt_ids = encode_prompt(policy, messages[:-1], images).input_ids
     return Sample(prompt_ids=prompt_ids, output_ids=assistant_ids(policy, messages), images=images or None)
 
@@ -47,9 +49,11 @@ def assistant_ids(policy: LoadedPolicy, messages: list[dict[str, Any]]) -> list[
     prompt_text = template(text_only[:-1], add_generation_prompt=True, tokenize=False)
     full_text = template(text_only, tokenize=False)
     if not full_text.startswith(prompt_text):
-        raise ValueError(f"the chat template of {policy.name!r} does not extend the generation prompt "
-                         "with the answer; SFT needs a template where it does")
-    ids = policy.tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
+        raise ValueError(
+            f"the chat template of {policy.name!r} does not extend the generation prompt "
+            "with the answer; SFT needs a template where it does"
+        )
+    ids = policy.tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
     eos = set(policy.eos_token_ids)
     end = next((i + 1 for i, token in enumerate(ids) if token in eos), len(ids))
     return ids[:end]

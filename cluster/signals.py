@@ -5,6 +5,7 @@ A process started in the background by a non-interactive shell inherits SIGINT i
 actors and a Ray cluster the process started behind. After `interrupt_on_signals()` both raise
 KeyboardInterrupt in the main thread, so the caller's `finally` blocks run.
 """
+
 import signal
 
 

@@ -10,15 +10,17 @@ resolved `config.yaml`, `metrics.jsonl`, `tensorboard/`, `eval/`, `checkpoints/`
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python -m cluster.train --config cluster/configs/gp_l_rl.yaml
 """
+
 from __future__ import annotations
 
 import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cluster.config import ConfigError, TrainConfig, load_config
 from cluster.fleet import RolloutFleet
@@ -62,9 +64,11 @@ def local_num_cpus(config: TrainConfig) -> int:
     Phases alternate (rollout, then learning), so reserving more logical CPUs than cores only lets
     every role be placed; it does not make them compete at the same time.
     """
-    reserved = (config.serving.num_replicas * config.serving.num_cpus_per_replica
-                + config.run.learner_ranks * config.run.learner_resources.get("CPU", 0.0)
-                + config.rollout.n_actors * config.rollout.num_cpus_per_actor)
+    reserved = (
+        config.serving.num_replicas * config.serving.num_cpus_per_replica
+        + config.run.learner_ranks * config.run.learner_resources.get("CPU", 0.0)
+        + config.rollout.n_actors * config.rollout.num_cpus_per_actor
+    )
     return max(os.cpu_count() or 1, math.ceil(reserved))
 
 
@@ -85,11 +89,11 @@ def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = Roll
 
     owns_ray = init_ray(num_cpus=config.run.num_cpus or local_num_cpus(config))
     policy = PolicyService.start(config.serving, http=config.run.serve_http)
-    learner = LearnerGroup(config.run.learner_ranks, config.learner,
-                           resources_per_rank=config.run.learner_resources)
+    learner = LearnerGroup(config.run.learner_ranks, config.learner, resources_per_rank=config.run.learner_resources)
     fleet = RolloutFleet.launch(config.env, policy.handle, config.rollout, worker_cls=worker_cls)
-    trainer = Trainer(config, run_dir, learner=learner, policy=policy, fleet=fleet,
-                      sft_samples=sft_sample_source(config))
+    trainer = Trainer(
+        config, run_dir, learner=learner, policy=policy, fleet=fleet, sft_samples=sft_sample_source(config)
+    )
     return Session(trainer=trainer, owns_ray=owns_ray)
 
 
@@ -121,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     state = train(config, run_dir, resume=args.resume)
-    print(f"done: {state.sft_step} SFT steps, {state.iteration} RL iterations, "
-          f"policy version {state.policy_version}, run directory {run_dir}")
+    print(
+        f"done: {state.sft_step} SFT steps, {state.iteration} RL iterations, "
+        f"policy version {state.policy_version}, run directory {run_dir}"
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ Entry points are strings, so `import envs` loads no environment module (no Pillo
 `gymnasium.make("sftrl/GeneralPoints-v0", variant="id", modality="text")` imports the class on
 first use. Each environment adds one `register` call below.
 """
+
 from gymnasium.envs.registration import register
 
 register(id="sftrl/GeneralPoints-v0", entry_point="envs.general_points.env:GeneralPointsEnv")

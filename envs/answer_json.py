@@ -9,6 +9,7 @@ on a ``str``. Both GeneralPoints and V-IRL read answers through it.
     >>> extract_answer("Sure! ```json\\n{'formula': '1+2',}\\n```")
     {'formula': '1+2'}
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 Each check raises ValueError naming the bad argument and the fix, so a typo in
 `gymnasium.make(..., variant="rule-ood")` fails at construction rather than mid-episode.
 """
+
 from __future__ import annotations
 
 from collections.abc import Collection

@@ -15,12 +15,13 @@ From Python::
     env = gymnasium.make("sftrl/GeneralPoints-v0", variant="id", modality="image")
     write_sft_records(env, Path("data/gp_vl_sft.jsonl"), n_records=1000, seed=0)
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import gymnasium as gym
 import numpy as np

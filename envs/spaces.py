@@ -12,6 +12,7 @@ image placeholder, so `ChatMessages` declares one with explicit bounds:
 
 It is what `check_env` checks observations against; environments share it (GeneralPoints, V-IRL).
 """
+
 from __future__ import annotations
 
 from typing import Any

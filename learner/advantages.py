@@ -8,6 +8,7 @@
 
 Pure Python + numpy; no torch.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -25,16 +26,16 @@ class GaeResult(NamedTuple):
     returns: list[float]
 
 
-def gae_over_turns(rewards: list[float], values: list[float], *, gamma: float = 0.9,
-                   lam: float = 0.95) -> GaeResult:
+def gae_over_turns(rewards: list[float], values: list[float], *, gamma: float = 0.9, lam: float = 0.95) -> GaeResult:
     """GAE of one episode: A_t = delta_t + gamma lam A_{t+1}, delta_t = r_t + gamma V_{t+1} - V_t.
 
     `values[t]` is the critic's value of turn t's prompt; the value after the last turn is 0
     (the episode terminated or was truncated at its turn limit).
     """
     if len(rewards) != len(values):
-        raise ValueError(f"gae_over_turns needs one value per reward, got {len(values)} values "
-                         f"for {len(rewards)} rewards")
+        raise ValueError(
+            f"gae_over_turns needs one value per reward, got {len(values)} values for {len(rewards)} rewards"
+        )
     advantages = [0.0] * len(rewards)
     running = 0.0
     for t in reversed(range(len(rewards))):
@@ -45,8 +46,7 @@ def gae_over_turns(rewards: list[float], values: list[float], *, gamma: float = 
     return GaeResult(advantages, [a + v for a, v in zip(advantages, values)])
 
 
-def group_normalised_advantages(rewards: list[float], groups: list[int], *,
-                                scale_by_std: bool = True) -> list[float]:
+def group_normalised_advantages(rewards: list[float], groups: list[int], *, scale_by_std: bool = True) -> list[float]:
     """(r - mean of its group) / (population std of the group + 1e-6); no division for Dr. GRPO.
 
     A group of one episode gets advantage 0 (nothing to compare it with).

@@ -9,6 +9,7 @@ small; `shard_for_ranks` splits one batch across data-parallel ranks with balanc
 
     .venv/bin/python -m pytest tests/learner/test_learner_batch.py
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,11 +41,15 @@ class Sample:
 
     def __post_init__(self) -> None:
         if not self.prompt_ids or not self.output_ids:
-            raise ValueError(f"a Sample needs non-empty prompt_ids and output_ids, got "
-                             f"{len(self.prompt_ids)} and {len(self.output_ids)} ids")
+            raise ValueError(
+                f"a Sample needs non-empty prompt_ids and output_ids, got "
+                f"{len(self.prompt_ids)} and {len(self.output_ids)} ids"
+            )
         if self.logprobs is not None and len(self.logprobs) != len(self.output_ids):
-            raise ValueError(f"logprobs has {len(self.logprobs)} entries for "
-                             f"{len(self.output_ids)} output ids: give one per output id")
+            raise ValueError(
+                f"logprobs has {len(self.logprobs)} entries for "
+                f"{len(self.output_ids)} output ids: give one per output id"
+            )
 
     def __len__(self) -> int:
         return len(self.prompt_ids) + len(self.output_ids)
@@ -80,11 +85,16 @@ class Batch:
         return self.input_ids.shape[1] - 1 - self.action_mask.sum(dim=1)
 
 
-def collate(samples: Sequence[Sample], *, pad_id: int,
-            pre_action_counts: Sequence[int] | None = None,
-            pre_action_weight: float = 1.0) -> Batch:
+def collate(
+    samples: Sequence[Sample],
+    *,
+    pad_id: int,
+    pre_action_counts: Sequence[int] | None = None,
+    pre_action_weight: float = 1.0,
+) -> Batch:
     """Pad `samples` into a `Batch`; the first `pre_action_counts[i]` outputs of row i get the
-    `pre_action_weight` on their log-probs."""
+    `pre_action_weight` on their log-probs.
+    """
     if not samples:
         raise ValueError("collate needs at least one sample")
     n_rows = len(samples)
@@ -99,18 +109,22 @@ def collate(samples: Sequence[Sample], *, pad_id: int,
     for row, sample in enumerate(samples):
         ids = sample.prompt_ids + sample.output_ids
         n_out = len(sample.output_ids)
-        input_ids[row, seq_len - len(ids):] = torch.tensor(ids)
-        attention_mask[row, seq_len - len(ids):] = 1
-        action_ids[row, out_len - n_out:] = torch.tensor(sample.output_ids)
-        action_mask[row, out_len - n_out:] = True
+        input_ids[row, seq_len - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, seq_len - len(ids) :] = 1
+        action_ids[row, out_len - n_out :] = torch.tensor(sample.output_ids)
+        action_mask[row, out_len - n_out :] = True
         if sample.logprobs is not None:
-            behaviour[row, out_len - n_out:] = torch.tensor(sample.logprobs)
+            behaviour[row, out_len - n_out :] = torch.tensor(sample.logprobs)
         if pre_action_counts is not None:
-            scale[row, out_len - n_out:out_len - n_out + pre_action_counts[row]] = pre_action_weight
+            scale[row, out_len - n_out : out_len - n_out + pre_action_counts[row]] = pre_action_weight
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
     return Batch(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-        action_ids=action_ids, action_mask=action_mask, behaviour_logprobs=behaviour,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        action_ids=action_ids,
+        action_mask=action_mask,
+        behaviour_logprobs=behaviour,
         logprob_scale=scale,
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         returns=torch.tensor([s.return_ or 0.0 for s in samples], dtype=torch.float32),
@@ -158,8 +172,7 @@ class Decoder(Protocol):
     def decode(self, token_ids: list[int]) -> str: ...
 
 
-def pre_action_token_count(tokenizer: Decoder, output_ids: Sequence[int],
-                           action_keys: Sequence[str]) -> int:
+def pre_action_token_count(tokenizer: Decoder, output_ids: Sequence[int], action_keys: Sequence[str]) -> int:
     """Number of leading output tokens that lie wholly before the first action key in the reply.
 
     The reply's text is `decode(output_ids)`; the key's character offset is found there, and a

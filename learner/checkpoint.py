@@ -11,6 +11,7 @@ caller's data cursor and that rank's RNG states, so a resumed run continues bit 
 calls `save_checkpoint` / `load_checkpoint` (both are collective); the root must be on storage all
 ranks share.
 """
+
 from __future__ import annotations
 
 import random
@@ -38,8 +39,7 @@ class ClientState:
 
 def rng_states() -> dict:
     """The RNG states of python, numpy, torch (and CUDA when present) of this process."""
-    states = {"python": random.getstate(), "numpy": np.random.get_state(),
-              "torch": torch.get_rng_state()}
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -61,13 +61,17 @@ def save_checkpoint(learner: LearnerEngine, root: str | Path, *, data_cursor: in
     """
     root = Path(root)
     tag = f"{TAG_PREFIX}{learner.step:08d}"
-    client = {"step": learner.step, "policy_version": learner.policy_version,
-              "data_cursor": data_cursor, "rng": rng_states()}
+    client = {
+        "step": learner.step,
+        "policy_version": learner.policy_version,
+        "data_cursor": data_cursor,
+        "rng": rng_states(),
+    }
     learner.engine.save_checkpoint(str(root), tag=tag, client_state=client, save_latest=True)
     dist.barrier()  # all shards of this tag are on disk before anything older is deleted
     if learner.rank == 0:
         tags = sorted(p for p in root.glob(f"{TAG_PREFIX}*") if p.is_dir())
-        for old in tags[:-learner.config.keep_checkpoints]:
+        for old in tags[: -learner.config.keep_checkpoints]:
             shutil.rmtree(old)
     dist.barrier()  # no rank reads the directory while rank 0 prunes it
     return str(root / tag)
@@ -76,8 +80,9 @@ def save_checkpoint(learner: LearnerEngine, root: str | Path, *, data_cursor: in
 def load_checkpoint(learner: LearnerEngine, root: str | Path) -> ClientState:
     """Load the `latest` tag under `root` (weights, optimizer, LR, RNG states); collective."""
     if not (Path(root) / "latest").is_file():
-        raise FileNotFoundError(f"no checkpoint under {str(root)!r} (no 'latest' file): pass the "
-                                f"root directory given to save_checkpoint")
+        raise FileNotFoundError(
+            f"no checkpoint under {str(root)!r} (no 'latest' file): pass the root directory given to save_checkpoint"
+        )
     path, client = learner.engine.load_checkpoint(str(root))
     if path is None:
         raise FileNotFoundError(f"DeepSpeed could not load the latest checkpoint under {root!r}")

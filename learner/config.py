@@ -6,6 +6,7 @@ dotted override (`learner.lr=1e-6`) sets any field. Nothing here imports torch o
 
     .venv/bin/python -m learner.config        # prints the defaults as JSON
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -19,22 +20,29 @@ class LearnerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     # --- model -------------------------------------------------------------------------------
-    model: str = Field("tiny", description="Policy to train: a learner.models built-in name, "
-                                           "a local HF directory, or a hub id.")
+    model: str = Field(
+        "tiny", description="Policy to train: a learner.models built-in name, a local HF directory, or a hub id."
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Training dtype; auto = bfloat16 on CUDA, float32 on CPU.")
-    value_head_hidden: int = Field(256, ge=1, description="Hidden width of the PPO value head "
-                                                          "(an MLP on the last prompt token).")
+        "auto", description="Training dtype; auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    value_head_hidden: int = Field(
+        256, ge=1, description="Hidden width of the PPO value head (an MLP on the last prompt token)."
+    )
     seed: int = Field(0, description="Seed of the value head's initialisation.")
 
     # --- algorithm ---------------------------------------------------------------------------
-    algo: Literal["sft", "ppo", "grpo"] = Field("grpo", description="Update rule: supervised "
-                                                "fine-tuning, PPO (with value head) or GRPO.")
-    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = \
-        Field("token_mean", description="How per-token losses are averaged over the GLOBAL batch; "
-                                        "seq_mean_token_sum_norm is Dr. GRPO's constant norm.")
-    norm_tokens: int = Field(256, ge=1, description="Dr. GRPO's constant per-sequence token "
-                                                    "normaliser (use the generation budget).")
+    algo: Literal["sft", "ppo", "grpo"] = Field(
+        "grpo", description="Update rule: supervised fine-tuning, PPO (with value head) or GRPO."
+    )
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = Field(
+        "token_mean",
+        description="How per-token losses are averaged over the GLOBAL batch; "
+        "seq_mean_token_sum_norm is Dr. GRPO's constant norm.",
+    )
+    norm_tokens: int = Field(
+        256, ge=1, description="Dr. GRPO's constant per-sequence token normaliser (use the generation budget)."
+    )
     ppo_epochs: int = Field(1, ge=1, description="Passes over each rl_step batch.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass of an rl_step batch.")
 
@@ -44,20 +52,27 @@ class LearnerConfig(BaseModel):
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     optimizer: Literal["torch_adamw", "deepspeed_adamw"] = Field(
-        "torch_adamw", description="torch's AdamW (no build step) or DeepSpeed's (Fused/CPU Adam, "
-                                   "compiled on first use).")
+        "torch_adamw",
+        description="torch's AdamW (no build step) or DeepSpeed's (Fused/CPU Adam, compiled on first use).",
+    )
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
-        "constant", description="Learning-rate decay after warm-up (to 0 at total_steps).")
+        "constant", description="Learning-rate decay after warm-up (to 0 at total_steps)."
+    )
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up length in optimizer steps.")
-    total_steps: int | None = Field(None, ge=1, description="Optimizer steps of the run; needed "
-                                                             "by the linear and cosine schedules.")
+    total_steps: int | None = Field(
+        None, ge=1, description="Optimizer steps of the run; needed by the linear and cosine schedules."
+    )
     grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
 
     # --- batching ----------------------------------------------------------------------------
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward "
-                                         "(less memory per micro-batch, ~30% more compute).")
-    micro_batch_tokens: int = Field(4096, ge=1, description="Padded tokens per micro-batch on a "
-                                    "rank; a step accumulates gradients over micro-batches.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward (less memory per micro-batch, ~30% more compute)."
+    )
+    micro_batch_tokens: int = Field(
+        4096,
+        ge=1,
+        description="Padded tokens per micro-batch on a rank; a step accumulates gradients over micro-batches.",
+    )
 
     # --- losses ------------------------------------------------------------------------------
     clip_low: float = Field(0.2, ge=0, description="PPO ratio clip below 1 (1 - clip_low).")
@@ -66,15 +81,23 @@ class LearnerConfig(BaseModel):
     value_coef: float = Field(0.5, ge=0, description="Weight of the value loss (PPO).")
     entropy_coef: float = Field(0.0, ge=0, description="Weight of the entropy bonus; 0 = off.")
     kl_mode: Literal["none", "k1_reward", "k3_loss"] = Field(
-        "none", description="KL to the frozen initial policy: off (paper), k1 as a per-token "
-                            "reward penalty, or k3 as a loss term.")
+        "none",
+        description="KL to the frozen initial policy: off (paper), k1 as a per-token "
+        "reward penalty, or k3 as a loss term.",
+    )
     kl_coef: float = Field(0.0, ge=0, description="KL weight (beta) when kl_mode is not none.")
-    is_cap: float | None = Field(2.0, gt=0, description="Truncation of the importance weight "
-                                 "learner/behaviour log-probs (TIS); None disables it.")
-    pre_action_weight: float = Field(1.0, ge=0, le=1, description="Scale on the log-probs of "
-                                     "tokens before the action key; the paper uses 0.5.")
-    action_keys: list[str] = Field(['"formula"', '"action"'], description="Strings that start the "
-                                   "answer in a reply; the first found ends the pre-action span.")
+    is_cap: float | None = Field(
+        2.0,
+        gt=0,
+        description="Truncation of the importance weight learner/behaviour log-probs (TIS); None disables it.",
+    )
+    pre_action_weight: float = Field(
+        1.0, ge=0, le=1, description="Scale on the log-probs of tokens before the action key; the paper uses 0.5."
+    )
+    action_keys: list[str] = Field(
+        ['"formula"', '"action"'],
+        description="Strings that start the answer in a reply; the first found ends the pre-action span.",
+    )
 
     # --- checkpoints -------------------------------------------------------------------------
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest pruned).")
@@ -82,14 +105,16 @@ class LearnerConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> LearnerConfig:
         if self.lr_schedule != "constant" and self.total_steps is None:
-            raise ValueError(f"lr_schedule={self.lr_schedule!r} decays to 0 at total_steps: set "
-                             f"total_steps, or use lr_schedule='constant'")
+            raise ValueError(
+                f"lr_schedule={self.lr_schedule!r} decays to 0 at total_steps: set "
+                f"total_steps, or use lr_schedule='constant'"
+            )
         if self.total_steps is not None and self.warmup_steps > self.total_steps:
-            raise ValueError(f"warmup_steps={self.warmup_steps} exceeds total_steps="
-                             f"{self.total_steps}: lower warmup_steps")
+            raise ValueError(
+                f"warmup_steps={self.warmup_steps} exceeds total_steps={self.total_steps}: lower warmup_steps"
+            )
         if self.kl_mode != "none" and self.kl_coef == 0:
-            raise ValueError(f"kl_mode={self.kl_mode!r} with kl_coef=0 does nothing: set kl_coef "
-                             f"> 0 or kl_mode='none'")
+            raise ValueError(f"kl_mode={self.kl_mode!r} with kl_coef=0 does nothing: set kl_coef > 0 or kl_mode='none'")
         if self.pre_action_weight != 1.0 and not self.action_keys:
             raise ValueError("pre_action_weight != 1 needs at least one entry in action_keys")
         if not 0 <= self.clip_low < 1:

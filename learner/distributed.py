@@ -5,6 +5,7 @@ gloo on CPU (with `DS_ACCELERATOR=cpu` so DeepSpeed picks its CPU accelerator). 
 calls `init_distributed(0, 1, master_port=free_port())`; Ray ranks get rank 0's address and port
 from `LearnerGroup`.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,19 +44,28 @@ def device_for_rank() -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(rank: int, world_size: int, *, master_addr: str = "127.0.0.1",
-                     master_port: int) -> None:
+def init_distributed(rank: int, world_size: int, *, master_addr: str = "127.0.0.1", master_port: int) -> None:
     """Join (or create) the default process group; no-op if this process already joined one."""
     if dist.is_initialized():
         return
     on_gpu = torch.cuda.is_available()
     if not on_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size),
-                       "LOCAL_RANK": os.environ.get("LOCAL_RANK", "0"),
-                       "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_RANK": os.environ.get("LOCAL_RANK", "0"),
+            "MASTER_ADDR": master_addr,
+            "MASTER_PORT": str(master_port),
+        }
+    )
     if on_gpu:
         torch.cuda.set_device(device_for_rank())
-    dist.init_process_group("nccl" if on_gpu else "gloo", rank=rank, world_size=world_size,
-                            init_method=f"tcp://{master_addr}:{master_port}",
-                            timeout=INIT_TIMEOUT)
+    dist.init_process_group(
+        "nccl" if on_gpu else "gloo",
+        rank=rank,
+        world_size=world_size,
+        init_method=f"tcp://{master_addr}:{master_port}",
+        timeout=INIT_TIMEOUT,
+    )

@@ -15,6 +15,7 @@ its samples at weight 0), forward -> loss (`learner.losses`, normalised by globa
 backward per micro-batch, one `engine.step()` (clip, AdamW, LR schedule). bf16 on CUDA, fp32 on
 CPU. Dropout stays off (eval mode) so the learner's log-probs match the server's.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from learner.batch import Batch, Sample, collate, micro_batches, pre_action_token_count
 from learner.config import LearnerConfig
 from learner.distributed import device_for_rank
-from learner.losses import GlobalCounts, PolicyOutputs, rl_objective, sft_loss, token_entropy, \
-    token_logprobs
+from learner.losses import GlobalCounts, PolicyOutputs, rl_objective, sft_loss, token_entropy, token_logprobs
 from learner.models import LoadedPolicy, load_policy
 from learner.value_head import PolicyWithValue, ValueHead
 
@@ -58,22 +58,31 @@ def deepspeed_config(config: LearnerConfig, *, dtype: torch.dtype) -> dict:
         "gradient_accumulation_steps": 1,
         "gradient_clipping": config.grad_clip,
         # 5e7-element buckets (DeepSpeed's default reduce bucket is 5e8: 2 GB in fp32 on a CPU rank)
-        "zero_optimization": {"stage": 3, "overlap_comm": torch.cuda.is_available(),
-                              "reduce_bucket_size": BUCKET_ELEMENTS,
-                              "stage3_prefetch_bucket_size": BUCKET_ELEMENTS},
+        "zero_optimization": {
+            "stage": 3,
+            "overlap_comm": torch.cuda.is_available(),
+            "reduce_bucket_size": BUCKET_ELEMENTS,
+            "stage3_prefetch_bucket_size": BUCKET_ELEMENTS,
+        },
         "bf16": {"enabled": dtype == torch.bfloat16},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
     }
     if config.optimizer == "deepspeed_adamw":
-        ds["optimizer"] = {"type": "AdamW", "params": {
-            "lr": config.lr, "betas": list(config.adam_betas), "eps": config.adam_eps,
-            "weight_decay": config.weight_decay}}
+        ds["optimizer"] = {
+            "type": "AdamW",
+            "params": {
+                "lr": config.lr,
+                "betas": list(config.adam_betas),
+                "eps": config.adam_eps,
+                "weight_decay": config.weight_decay,
+            },
+        }
     return ds
 
 
 def lr_multiplier(config: LearnerConfig) -> Callable[[int], float]:
-    """step -> factor on `lr`: linear warm-up, then constant, linear or cosine decay to 0."""
+    """Step -> factor on `lr`: linear warm-up, then constant, linear or cosine decay to 0."""
 
     def factor(step: int) -> float:
         if step < config.warmup_steps:
@@ -123,18 +132,22 @@ class LearnerEngine:
 
     def __init__(self, config: LearnerConfig, *, policy: LoadedPolicy | None = None) -> None:
         if not dist.is_initialized():
-            raise RuntimeError("LearnerEngine needs torch.distributed: call learner.distributed."
-                               "init_distributed(rank, world_size, master_port=...) first")
+            raise RuntimeError(
+                "LearnerEngine needs torch.distributed: call learner.distributed."
+                "init_distributed(rank, world_size, master_port=...) first"
+            )
         self.config = config
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.device = device_for_rank()
         self.dtype = training_dtype(config)
         loaded = policy or load_policy(config.model)
-        self.tokenizer, self.processor, self.is_vlm = loaded.tokenizer, loaded.processor, \
-            loaded.is_vlm
+        self.tokenizer, self.processor, self.is_vlm = loaded.tokenizer, loaded.processor, loaded.is_vlm
         self.pad_id = loaded.pad_token_id
-        head = (ValueHead(PolicyWithValue.hidden_size(loaded.model), config.value_head_hidden,
-                          seed=config.seed) if config.needs_value_head else None)
+        head = (
+            ValueHead(PolicyWithValue.hidden_size(loaded.model), config.value_head_hidden, seed=config.seed)
+            if config.needs_value_head
+            else None
+        )
         self.module = PolicyWithValue(loaded.model, head)
         self.engine = self._initialize(self.module, train=True)
         self.reference = None
@@ -156,24 +169,34 @@ class LearnerEngine:
             return deepspeed.initialize(model=module, config=ds_config)[0]
         optimizer = None
         if self.config.optimizer == "torch_adamw":
-            optimizer = torch.optim.AdamW(module.parameters(), lr=self.config.lr,
-                                          betas=self.config.adam_betas, eps=self.config.adam_eps,
-                                          weight_decay=self.config.weight_decay)
+            optimizer = torch.optim.AdamW(
+                module.parameters(),
+                lr=self.config.lr,
+                betas=self.config.adam_betas,
+                eps=self.config.adam_eps,
+                weight_decay=self.config.weight_decay,
+            )
         schedule = lr_multiplier(self.config)
         engine, *_ = deepspeed.initialize(
-            model=module, optimizer=optimizer, config=ds_config,
+            model=module,
+            optimizer=optimizer,
+            config=ds_config,
             model_parameters=[p for p in module.parameters() if p.requires_grad],
-            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+        )
         return engine
 
     # --- batches ---------------------------------------------------------------------------
     def _plan(self, samples: list[Sample]) -> StepPlan:
         if not samples:
-            raise ValueError(f"rank {self.rank} got no samples: give every rank at least one "
-                             f"(LearnerGroup needs len(samples) >= n_ranks * mini_batches)")
+            raise ValueError(
+                f"rank {self.rank} got no samples: give every rank at least one "
+                f"(LearnerGroup needs len(samples) >= n_ranks * mini_batches)"
+            )
         micro = micro_batches(samples, max_tokens=self.config.micro_batch_tokens)
-        sums = torch.tensor([sum(len(s.output_ids) for s in samples), len(samples),
-                             sum(len(s) for s in samples)], device=self.device)
+        sums = torch.tensor(
+            [sum(len(s.output_ids) for s in samples), len(samples), sum(len(s) for s in samples)], device=self.device
+        )
         dist.all_reduce(sums)  # SUM: global denominators of the losses (losses.GlobalCounts)
         most = torch.tensor([len(micro)], device=self.device)
         dist.all_reduce(most, op=dist.ReduceOp.MAX)  # every rank runs as many passes (ZeRO-3)
@@ -183,31 +206,37 @@ class LearnerEngine:
     def _batch(self, samples: list[Sample]) -> tuple[Batch, torch.Tensor | None]:
         counts = None
         if self.config.pre_action_weight != 1.0:
-            counts = [pre_action_token_count(self.tokenizer, s.output_ids, self.config.action_keys)
-                      for s in samples]
-        batch = collate(samples, pad_id=self.pad_id, pre_action_counts=counts,
-                        pre_action_weight=self.config.pre_action_weight).to(self.device)
+            counts = [pre_action_token_count(self.tokenizer, s.output_ids, self.config.action_keys) for s in samples]
+        batch = collate(
+            samples, pad_id=self.pad_id, pre_action_counts=counts, pre_action_weight=self.config.pre_action_weight
+        ).to(self.device)
         images = [image for s in samples for image in (s.images or [])]
         if not images:
             return batch, None
         if not self.is_vlm:
-            raise ValueError(f"samples carry {len(images)} images but {self.config.model!r} is "
-                             f"text-only: drop the images or train a VLM")
+            raise ValueError(
+                f"samples carry {len(images)} images but {self.config.model!r} is "
+                f"text-only: drop the images or train a VLM"
+            )
         pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
         return batch, pixels.to(self.device, self.dtype)  # (N, 3, H, W)
 
-    def _forward(self, engine, batch: Batch, pixels: torch.Tensor | None, *,
-                 values: bool = False, entropy: bool = False) -> Forward:
-        out = engine(batch.input_ids, batch.attention_mask, batch.position_ids,
-                     n_logits=batch.n_logits, pixel_values=pixels,
-                     last_prompt_index=batch.last_prompt_index if values else None)
+    def _forward(
+        self, engine, batch: Batch, pixels: torch.Tensor | None, *, values: bool = False, entropy: bool = False
+    ) -> Forward:
+        out = engine(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.position_ids,
+            n_logits=batch.n_logits,
+            pixel_values=pixels,
+            last_prompt_index=batch.last_prompt_index if values else None,
+        )
         logits = out.logits[:, :-1]  # (B, L, V): position j predicts action token j
-        return Forward(token_logprobs(logits, batch.action_ids),
-                       token_entropy(logits) if entropy else None, out.values)
+        return Forward(token_logprobs(logits, batch.action_ids), token_entropy(logits) if entropy else None, out.values)
 
     # --- steps -----------------------------------------------------------------------------
-    def _train(self, samples: list[Sample], loss_fn: Callable[..., tuple[torch.Tensor, Metrics]]
-               ) -> dict[str, float]:
+    def _train(self, samples: list[Sample], loss_fn: Callable[..., tuple[torch.Tensor, Metrics]]) -> dict[str, float]:
         """One optimizer step over `samples`: accumulate every micro-batch, then step."""
         start = time.perf_counter()
         plan = self._plan(samples)
@@ -227,10 +256,16 @@ class LearnerEngine:
         dist.all_reduce(stacked)  # SUM of per-rank shares = the whole batch's values
         result = dict(zip(names, stacked.tolist()))
         elapsed = time.perf_counter() - start
-        result.update({"perf/tokens_per_s": plan.n_tokens / elapsed, "perf/step_s": elapsed,
-                       "mem/peak_rank_gb": self._peak_memory_gb(),
-                       "optim/lr": self.engine.get_lr()[0], "learner/step": float(self.step),
-                       "optim/grad_norm": float(self.engine.get_global_grad_norm() or 0.0)})
+        result.update(
+            {
+                "perf/tokens_per_s": plan.n_tokens / elapsed,
+                "perf/step_s": elapsed,
+                "mem/peak_rank_gb": self._peak_memory_gb(),
+                "optim/lr": self.engine.get_lr()[0],
+                "learner/step": float(self.step),
+                "optim/grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+            }
+        )
         return result
 
     def _peak_memory_gb(self) -> float:
@@ -248,8 +283,7 @@ class LearnerEngine:
 
         def loss_fn(_rows, chunk, counts):
             batch, pixels = self._batch(chunk)
-            loss = sft_loss(self._forward(self.engine, batch, pixels).logprobs,
-                            batch.action_mask, counts)
+            loss = sft_loss(self._forward(self.engine, batch, pixels).logprobs, batch.action_mask, counts)
             return loss, {"loss/sft": loss}
 
         metrics = self._train(samples, loss_fn)
@@ -265,14 +299,20 @@ class LearnerEngine:
         """
         cfg = self.config
         if cfg.is_cap is not None and any(s.logprobs is None for s in samples):
-            raise ValueError("rl_step with is_cap set needs every Sample's behaviour logprobs: "
-                             "pass the server's logprobs, or set is_cap=None")
+            raise ValueError(
+                "rl_step with is_cap set needs every Sample's behaviour logprobs: "
+                "pass the server's logprobs, or set is_cap=None"
+            )
         if cfg.needs_value_head and any(s.return_ is None or s.value is None for s in samples):
-            raise ValueError("algo='ppo' needs Sample.return_ and Sample.value (GAE targets and "
-                             "old values): compute them with values() and gae_over_turns")
+            raise ValueError(
+                "algo='ppo' needs Sample.return_ and Sample.value (GAE targets and "
+                "old values): compute them with values() and gae_over_turns"
+            )
         if len(samples) < cfg.mini_batches:
-            raise ValueError(f"rank {self.rank} got {len(samples)} samples for mini_batches="
-                             f"{cfg.mini_batches}: send more samples or lower mini_batches")
+            raise ValueError(
+                f"rank {self.rank} got {len(samples)} samples for mini_batches="
+                f"{cfg.mini_batches}: send more samples or lower mini_batches"
+            )
         single_update = cfg.ppo_epochs * cfg.mini_batches == 1
         old = None if single_update else self._logprob_pass(self.engine, samples)
         ref = self._logprob_pass(self.reference, samples) if self.reference is not None else None
@@ -280,30 +320,39 @@ class LearnerEngine:
         for _ in range(cfg.ppo_epochs):
             for part in range(cfg.mini_batches):
                 indices = list(range(part, len(samples), cfg.mini_batches))
-                history.append(self._train([samples[i] for i in indices],
-                                           self._rl_loss_fn(indices, old, ref)))
+                history.append(self._train([samples[i] for i in indices], self._rl_loss_fn(indices, old, ref)))
         self.policy_version += 1
         return summarise_updates(history)
 
-    def _rl_loss_fn(self, indices: list[int], old: list[torch.Tensor] | None,
-                    ref: list[torch.Tensor] | None):
+    def _rl_loss_fn(self, indices: list[int], old: list[torch.Tensor] | None, ref: list[torch.Tensor] | None):
         def loss_fn(rows, chunk, counts):
             batch, pixels = self._batch(chunk)
-            fwd = self._forward(self.engine, batch, pixels, values=self.config.needs_value_head,
-                                entropy=self.config.entropy_coef > 0)
+            fwd = self._forward(
+                self.engine, batch, pixels, values=self.config.needs_value_head, entropy=self.config.entropy_coef > 0
+            )
             width = batch.action_ids.shape[1]
             picked = [indices[r] for r in rows]
             out = PolicyOutputs(
-                logprobs=fwd.logprobs, entropy=fwd.entropy, values=fwd.values,
-                old_logprobs=(fwd.logprobs.detach() if old is None
-                              else right_align([old[i] for i in picked], width).to(self.device)),
-                ref_logprobs=(None if ref is None
-                              else right_align([ref[i] for i in picked], width).to(self.device)))
+                logprobs=fwd.logprobs,
+                entropy=fwd.entropy,
+                values=fwd.values,
+                old_logprobs=(
+                    fwd.logprobs.detach()
+                    if old is None
+                    else right_align([old[i] for i in picked], width).to(self.device)
+                ),
+                ref_logprobs=(None if ref is None else right_align([ref[i] for i in picked], width).to(self.device)),
+            )
             terms = rl_objective(out, batch, counts, config=self.config)
-            metrics = {"loss/policy": terms.policy, "loss/value": terms.value,
-                       "loss/entropy": terms.entropy, "loss/kl": terms.kl,
-                       "loss/total": terms.total, "rl/clip_fraction": terms.clip_fraction,
-                       "rl/is_weight_mean": terms.is_weight}
+            metrics = {
+                "loss/policy": terms.policy,
+                "loss/value": terms.value,
+                "loss/entropy": terms.entropy,
+                "loss/kl": terms.kl,
+                "loss/total": terms.total,
+                "rl/clip_fraction": terms.clip_fraction,
+                "rl/is_weight_mean": terms.is_weight,
+            }
             return terms.total, metrics
 
         return loss_fn
@@ -318,22 +367,28 @@ class LearnerEngine:
             logprobs = self._forward(engine, batch, pixels).logprobs.float().cpu()  # (B, L)
             for r, i in enumerate(rows):
                 if weight:
-                    result[i] = logprobs[r, logprobs.shape[1] - len(samples[i].output_ids):]
+                    result[i] = logprobs[r, logprobs.shape[1] - len(samples[i].output_ids) :]
         return result
 
     @torch.no_grad()
     def values(self, samples: list[Sample]) -> list[float]:
         """The value head's estimate for each sample's prompt, in input order (PPO only)."""
         if self.module.value_head is None:
-            raise ValueError(f"values() needs the value head of algo='ppo', got algo="
-                             f"{self.config.algo!r}: set algo='ppo'")
+            raise ValueError(
+                f"values() needs the value head of algo='ppo', got algo={self.config.algo!r}: set algo='ppo'"
+            )
         plan = self._plan(samples)
         result = [0.0] * len(samples)
         for rows, weight in plan.passes():
             batch, pixels = self._batch([samples[i] for i in rows])
-            out = self.engine(batch.input_ids, batch.attention_mask, batch.position_ids,
-                              n_logits=1, pixel_values=pixels,
-                              last_prompt_index=batch.last_prompt_index)
+            out = self.engine(
+                batch.input_ids,
+                batch.attention_mask,
+                batch.position_ids,
+                n_logits=1,
+                pixel_values=pixels,
+                last_prompt_index=batch.last_prompt_index,
+            )
             for r, i in enumerate(rows):
                 if weight:
                     result[i] = float(out.values[r])
@@ -356,13 +411,14 @@ def right_align(rows: list[torch.Tensor], width: int) -> torch.Tensor:
     """(B, width) with each 1-D row placed at the right end, zeros on the left."""
     out = torch.zeros((len(rows), width))
     for r, row in enumerate(rows):
-        out[r, width - row.shape[0]:] = row
+        out[r, width - row.shape[0] :] = row
     return out
 
 
 def summarise_updates(history: list[dict[str, float]]) -> dict[str, float]:
     """One record for several optimizer updates: the step and learning rate after the last one,
-    the peak memory over all of them, every other metric averaged."""
+    the peak memory over all of them, every other metric averaged.
+    """
     summary = {name: sum(h[name] for h in history) / len(history) for name in history[0]}
     summary.update({name: history[-1][name] for name in ("learner/step", "optim/lr") if name in summary})
     summary.update({name: max(h[name] for h in history) for name in summary if name.startswith("mem/")})

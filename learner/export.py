@@ -11,6 +11,7 @@ tied weights sharing one tensor.
 tokenizer/processor: a directory that `from_pretrained`, `learner.models.load_policy(path)` and
 `sftrl serve --checkpoint` load.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,11 +40,10 @@ def gather_policy_state_dict(module: nn.Module, *, rank: int) -> dict[str, torch
                     state[prefix + name] = buffer.detach().to("cpu", copy=True)
     if rank != 0:
         return None
-    return {name[len(POLICY_PREFIX):]: tensor for name, tensor in state.items()}
+    return {name[len(POLICY_PREFIX) :]: tensor for name, tensor in state.items()}
 
 
-def _copy_gathered(params: dict[str, nn.Parameter], prefix: str, *, state: dict, copies: dict,
-                   rank: int) -> None:
+def _copy_gathered(params: dict[str, nn.Parameter], prefix: str, *, state: dict, copies: dict, rank: int) -> None:
     import deepspeed
 
     # gather this module's shards onto every rank (collective); they are freed again on exit,
@@ -56,8 +56,15 @@ def _copy_gathered(params: dict[str, nn.Parameter], prefix: str, *, state: dict,
                 state[prefix + name] = copies[id(param)]
 
 
-def export_hf(state_dict: dict[str, torch.Tensor], out_dir: str | Path, *, model_config,
-              generation_config, tokenizer, processor=None) -> Path:
+def export_hf(
+    state_dict: dict[str, torch.Tensor],
+    out_dir: str | Path,
+    *,
+    model_config,
+    generation_config,
+    tokenizer,
+    processor=None,
+) -> Path:
     """Write a HF model directory from a gathered state dict (call on rank 0 only).
 
     Tied weights are stored once (safetensors refuses shared tensors); `from_pretrained` re-ties

@@ -12,6 +12,7 @@ ONE list of samples; the group shards it across ranks (`learner.batch.shard_for_
     ref = group.export_weights()               # ObjectRef of rank 0's CPU state dict (HF names)
     group.save("runs/ckpt", data_cursor=128); group.load("runs/ckpt"); group.shutdown()
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,7 @@ from learner.export import export_hf, gather_policy_state_dict
 class LearnerRank:
     """One learner rank; every method is collective (all ranks call it with their shard)."""
 
-    def __init__(self, rank: int, world_size: int, config: LearnerConfig, *,
-                 use_gpu: bool) -> None:
+    def __init__(self, rank: int, world_size: int, config: LearnerConfig, *, use_gpu: bool) -> None:
         if not use_gpu:  # a CPU rank on a GPU host must not pick up a GPU (nor NCCL)
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         self.rank, self.world_size, self.config = rank, world_size, config
@@ -43,8 +43,7 @@ class LearnerRank:
 
     def setup(self, master_addr: str, master_port: int) -> None:
         """Join the process group and build the engine (loads the model, initialises ZeRO-3)."""
-        init_distributed(self.rank, self.world_size, master_addr=master_addr,
-                         master_port=master_port)
+        init_distributed(self.rank, self.world_size, master_addr=master_addr, master_port=master_port)
         self.engine = LearnerEngine(self.config)
 
     def sft_step(self, samples: list[Sample]) -> dict[str, float]:
@@ -66,9 +65,14 @@ class LearnerRank:
         if state is None:
             return None
         policy = self.engine.module.policy
-        export_hf(state, out_dir, model_config=policy.config,
-                  generation_config=policy.generation_config, tokenizer=self.engine.tokenizer,
-                  processor=self.engine.processor)
+        export_hf(
+            state,
+            out_dir,
+            model_config=policy.config,
+            generation_config=policy.generation_config,
+            tokenizer=self.engine.tokenizer,
+            processor=self.engine.processor,
+        )
         return out_dir
 
     def save(self, root: str, data_cursor: int) -> str:
@@ -100,8 +104,9 @@ class LearnerGroup:
     `default_rank_resources()`.
     """
 
-    def __init__(self, n_ranks: int, config: LearnerConfig, *,
-                 resources_per_rank: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, n_ranks: int, config: LearnerConfig, *, resources_per_rank: dict[str, float] | None = None
+    ) -> None:
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -116,9 +121,12 @@ class LearnerGroup:
         actor = ray.remote(LearnerRank)
         self.actors = [
             actor.options(
-                num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0), resources=custom,
+                num_cpus=bundle.get("CPU", 0),
+                num_gpus=bundle.get("GPU", 0),
+                resources=custom,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    self._placement, placement_group_bundle_index=rank),
+                    self._placement, placement_group_bundle_index=rank
+                ),
             ).remote(rank, n_ranks, config, use_gpu=bundle.get("GPU", 0) > 0)
             for rank in range(n_ranks)
         ]
@@ -133,13 +141,14 @@ class LearnerGroup:
 
     def _sharded(self, method: str, samples: list[Sample], *, per_rank: int = 1) -> list:
         if len(samples) < self.n_ranks * per_rank:
-            raise ValueError(f"{method} got {len(samples)} samples for {self.n_ranks} ranks: send "
-                             f"at least {self.n_ranks * per_rank} (n_ranks x mini_batches)")
+            raise ValueError(
+                f"{method} got {len(samples)} samples for {self.n_ranks} ranks: send "
+                f"at least {self.n_ranks * per_rank} (n_ranks x mini_batches)"
+            )
         import ray
 
         shards = shard_for_ranks(samples, self.n_ranks)
-        refs = [getattr(actor, method).remote([samples[i] for i in shard])
-                for actor, shard in zip(self.actors, shards)]
+        refs = [getattr(actor, method).remote([samples[i] for i in shard]) for actor, shard in zip(self.actors, shards)]
         return list(zip(shards, ray.get(refs)))
 
     def sft_step(self, samples: list[Sample]) -> dict[str, float]:
@@ -173,7 +182,8 @@ class LearnerGroup:
     def save(self, root: str | Path, *, data_cursor: int = 0) -> str:
         """Checkpoint every rank under `root` (see learner.checkpoint); returns the tag dir.
 
-        `root` must be storage every rank's node can write (the same disk on one machine)."""
+        `root` must be storage every rank's node can write (the same disk on one machine).
+        """
         return self._all("save", absolute(root), data_cursor)[0]
 
     def load(self, root: str | Path) -> ClientState:

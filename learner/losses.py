@@ -19,6 +19,7 @@ Shapes: B rows, L output positions (right-aligned, `mask` True on output tokens)
   `aggregation` (Dr. GRPO: `seq_mean_token_sum_norm`, a constant length normaliser).
 - KL to the frozen reference: k1 folded into the per-token advantage, or k3 as a loss term.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,8 +53,14 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)  # (B, L)
 
 
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, counts: GlobalCounts, *,
-              mode: Aggregation = "token_mean", norm_tokens: int = 1) -> torch.Tensor:
+def aggregate(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    counts: GlobalCounts,
+    *,
+    mode: Aggregation = "token_mean",
+    norm_tokens: int = 1,
+) -> torch.Tensor:
     """This rank's share of the batch mean of `per_token` (B, L) over the `mask`ed tokens.
 
     token_mean: sum / global tokens. seq_mean_token_mean (GRPO): each row's token mean, summed,
@@ -66,8 +73,7 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, counts: GlobalCounts,
         return (masked.sum(1) / mask.sum(1).clamp(min=1)).sum() / counts.n_seqs
     if mode == "seq_mean_token_sum_norm":
         return masked.sum() / (counts.n_seqs * norm_tokens)
-    raise ValueError(f"unknown aggregation {mode!r}: use token_mean, seq_mean_token_mean or "
-                     f"seq_mean_token_sum_norm")
+    raise ValueError(f"unknown aggregation {mode!r}: use token_mean, seq_mean_token_mean or seq_mean_token_sum_norm")
 
 
 def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor, counts: GlobalCounts) -> torch.Tensor:
@@ -75,8 +81,9 @@ def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor, counts: GlobalCounts) -
     return aggregate(-logprobs, mask, counts)
 
 
-def truncated_importance_weights(learner_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor,
-                                 cap: float | None) -> torch.Tensor:
+def truncated_importance_weights(
+    learner_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, cap: float | None
+) -> torch.Tensor:
     """(B, L) min(pi_learner / pi_behaviour, cap), detached; all ones when `cap` is None."""
     if cap is None:
         return torch.ones_like(learner_logprobs)
@@ -91,9 +98,15 @@ class SurrogateTerms(NamedTuple):
     clipped: torch.Tensor  # (B, L) float, 1 where the clipped branch was taken
 
 
-def ppo_surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                  *, clip_low: float, clip_high: float,
-                  is_weights: torch.Tensor | None = None) -> SurrogateTerms:
+def ppo_surrogate(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    clip_low: float,
+    clip_high: float,
+    is_weights: torch.Tensor | None = None,
+) -> SurrogateTerms:
     """-min(r A, clip(r, 1 - clip_low, 1 + clip_high) A) per token, r = pi / pi_old.
 
     `advantages` is (B, L) or (B,) (broadcast over tokens); `is_weights` (B, L) multiplies the
@@ -110,8 +123,9 @@ def ppo_surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
     return SurrogateTerms(loss, (clipped < unclipped).float())
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, *,
-               counts: GlobalCounts, clip: float) -> torch.Tensor:
+def value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, *, counts: GlobalCounts, clip: float
+) -> torch.Tensor:
     """Clipped value loss 0.5 * max((v - R)^2, (v_clip - R)^2), summed / global rows; (B,) in."""
     clipped = old_values + (values - old_values).clamp(-clip, clip)  # (B,)
     per_row = 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)  # (B,)
@@ -152,8 +166,7 @@ class RLTerms(NamedTuple):
     is_weight: torch.Tensor
 
 
-def rl_objective(out: PolicyOutputs, batch: Batch, counts: GlobalCounts, *,
-                 config: LearnerConfig) -> RLTerms:
+def rl_objective(out: PolicyOutputs, batch: Batch, counts: GlobalCounts, *, config: LearnerConfig) -> RLTerms:
     """PPO / GRPO loss of one micro-batch, read top to bottom like the algorithm.
 
     1. scale log-probs before the action key (paper's 0.5); 2. truncated importance weights of the
@@ -163,8 +176,7 @@ def rl_objective(out: PolicyOutputs, batch: Batch, counts: GlobalCounts, *,
     mask = batch.action_mask
     scale = batch.logprob_scale  # (B, L)
     logprobs, old_logprobs = out.logprobs * scale, out.old_logprobs * scale  # (B, L)
-    is_weights = truncated_importance_weights(old_logprobs, batch.behaviour_logprobs * scale,
-                                              config.is_cap)  # (B, L)
+    is_weights = truncated_importance_weights(old_logprobs, batch.behaviour_logprobs * scale, config.is_cap)  # (B, L)
     advantages = batch.advantages.unsqueeze(1).expand_as(logprobs)  # (B, L)
     zero = logprobs.new_zeros(())
     kl = zero
@@ -176,18 +188,24 @@ def rl_objective(out: PolicyOutputs, batch: Batch, counts: GlobalCounts, *,
             kl = aggregate(penalty, mask, counts)
         else:
             kl = aggregate(kl_k3(logprobs, out.ref_logprobs * scale), mask, counts)
-    surrogate = ppo_surrogate(logprobs, old_logprobs, advantages, clip_low=config.clip_low,
-                              clip_high=config.clip_high, is_weights=is_weights)
+    surrogate = ppo_surrogate(
+        logprobs, old_logprobs, advantages, clip_low=config.clip_low, clip_high=config.clip_high, is_weights=is_weights
+    )
     agg = dict(mode=config.loss_aggregation, norm_tokens=config.norm_tokens)
     policy = aggregate(surrogate.loss, mask, counts, **agg)
     value = zero
     if out.values is not None:
-        value = value_loss(out.values, batch.old_values, batch.returns, counts=counts,
-                           clip=config.value_clip)
+        value = value_loss(out.values, batch.old_values, batch.returns, counts=counts, clip=config.value_clip)
     entropy = aggregate(out.entropy, mask, counts) if out.entropy is not None else zero
     total = policy + config.value_coef * value - config.entropy_coef * entropy
     if config.kl_mode == "k3_loss":
         total = total + config.kl_coef * kl
-    return RLTerms(total=total, policy=policy, value=value, entropy=entropy, kl=kl,
-                   clip_fraction=aggregate(surrogate.clipped, mask, counts),
-                   is_weight=aggregate(is_weights, mask, counts))
+    return RLTerms(
+        total=total,
+        policy=policy,
+        value=value,
+        entropy=entropy,
+        kl=kl,
+        clip_fraction=aggregate(surrogate.clipped, mask, counts),
+        is_weight=aggregate(is_weights, mask, counts),
+    )

@@ -7,6 +7,7 @@ call it, so a prompt has the same ids everywhere.
 
     .venv/bin/python -m learner.prompt_encoding tiny "What is 2+2?"   # prints ids and the text
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,8 +29,13 @@ class EncodedPrompt(NamedTuple):
 
 
 def _count_image_items(messages: Sequence[dict]) -> int:
-    return sum(1 for message in messages if not isinstance(message["content"], str)
-               for item in message["content"] if item.get("type") == "image")
+    return sum(
+        1
+        for message in messages
+        if not isinstance(message["content"], str)
+        for item in message["content"]
+        if item.get("type") == "image"
+    )
 
 
 def _as_pil(image: Image.Image | np.ndarray) -> Image.Image:
@@ -37,12 +43,15 @@ def _as_pil(image: Image.Image | np.ndarray) -> Image.Image:
         return image.convert("RGB")
     if isinstance(image, np.ndarray) and image.shape[2:] == (3,) and image.dtype == np.uint8:
         return Image.fromarray(image)
-    raise TypeError(f"image must be a PIL.Image or an (H, W, 3) uint8 array, got "
-                    f"{type(image).__name__} {getattr(image, 'shape', '')}")
+    raise TypeError(
+        f"image must be a PIL.Image or an (H, W, 3) uint8 array, got "
+        f"{type(image).__name__} {getattr(image, 'shape', '')}"
+    )
 
 
-def encode_prompt(policy: LoadedPolicy, messages: Sequence[dict[str, Any]],
-                  images: Sequence[Image.Image | np.ndarray] | None = None) -> EncodedPrompt:
+def encode_prompt(
+    policy: LoadedPolicy, messages: Sequence[dict[str, Any]], images: Sequence[Image.Image | np.ndarray] | None = None
+) -> EncodedPrompt:
     """Token ids of `messages` under the policy's chat template, ending in the assistant header.
 
     `messages` are HF chat messages; for VLMs a content may be a list of `{"type": "image"}` and
@@ -54,19 +63,20 @@ def encode_prompt(policy: LoadedPolicy, messages: Sequence[dict[str, Any]],
     n_items = _count_image_items(messages)
     if not policy.is_vlm:
         if images or n_items:
-            raise ValueError(f"policy {policy.name!r} is text-only but got {len(images)} images and "
-                             f"{n_items} image items: use a VLM (e.g. tiny-vlm) or drop the images")
-        text = policy.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
-                                                    tokenize=False)
+            raise ValueError(
+                f"policy {policy.name!r} is text-only but got {len(images)} images and "
+                f"{n_items} image items: use a VLM (e.g. tiny-vlm) or drop the images"
+            )
+        text = policy.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
         ids = policy.tokenizer(text, add_special_tokens=False)["input_ids"]
         return EncodedPrompt(list(ids), None)
     if len(images) != n_items:
-        raise ValueError(f"messages hold {n_items} image items but {len(images)} images were given:"
-                         f" pass one image per {{'type': 'image'}} item")
-    text = policy.processor.apply_chat_template(list(messages), add_generation_prompt=True,
-                                                tokenize=False)
-    batch = policy.processor(text=text, images=[_as_pil(im) for im in images] or None,
-                             return_tensors="pt")
+        raise ValueError(
+            f"messages hold {n_items} image items but {len(images)} images were given:"
+            f" pass one image per {{'type': 'image'}} item"
+        )
+    text = policy.processor.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    batch = policy.processor(text=text, images=[_as_pil(im) for im in images] or None, return_tensors="pt")
     pixel_values = batch.get("pixel_values")  # (N, 3, H, W)
     if pixel_values is not None:
         pixel_values = pixel_values.to(policy.model.dtype)

@@ -6,6 +6,7 @@ the logits the losses need (the output positions, via `logits_to_keep`) and the 
 export drops the value head: the policy's parameters keep their HF names under the `policy.`
 prefix (`POLICY_PREFIX`).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -50,16 +51,28 @@ class PolicyWithValue(nn.Module):
         """Width of the text model's hidden state (VLMs keep it in their text config)."""
         return policy.config.get_text_config().hidden_size
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                position_ids: torch.Tensor, *, n_logits: int,
-                last_prompt_index: torch.Tensor | None = None,
-                pixel_values: torch.Tensor | None = None) -> ForwardOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        *,
+        n_logits: int,
+        last_prompt_index: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+    ) -> ForwardOutput:
         """Run the policy; values are computed when `last_prompt_index` (B,) is given."""
         want_values = self.value_head is not None and last_prompt_index is not None
         extra = {"pixel_values": pixel_values} if pixel_values is not None else {}
-        out = self.policy(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids, logits_to_keep=n_logits,
-                          output_hidden_states=want_values, use_cache=False, **extra)
+        out = self.policy(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=n_logits,
+            output_hidden_states=want_values,
+            use_cache=False,
+            **extra,
+        )
         values = None
         if want_values:
             hidden = out.hidden_states[-1]  # (B, T, H)

@@ -62,9 +62,15 @@ def _validation_message(error: ValidationError) -> str:
 
 @api.exception_handler(ValidationError)
 async def _validation_error(_: Request, error: ValidationError) -> JSONResponse:
-    body = {"error": {"message": _validation_message(error), "type": "invalid_request_error", "param": None,
-                      "code": "validation"},
-            "detail": error.errors(include_url=False, include_context=False, include_input=False)}
+    body = {
+        "error": {
+            "message": _validation_message(error),
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "validation",
+        },
+        "detail": error.errors(include_url=False, include_context=False, include_input=False),
+    }
     return JSONResponse(body, status_code=422)
 
 
@@ -123,8 +129,13 @@ class PolicyServer:
             await registry.publish.remote(version, weights)
         del weights  # the state dict copy is no longer needed: hand its memory back
         await asyncio.to_thread(release_freed_memory)
-        return {"replica": self.replica, "version": self.runtime.weights.version, "swapped": result.swapped,
-                "seconds": result.seconds, "bytes": result.bytes}
+        return {
+            "replica": self.replica,
+            "version": self.runtime.weights.version,
+            "swapped": result.swapped,
+            "seconds": result.seconds,
+            "bytes": result.bytes,
+        }
 
     async def check_health(self) -> None:
         """Serve's periodic health check; it also repairs a registry that fell behind this replica.
@@ -157,10 +168,18 @@ class PolicyServer:
     def info(self) -> dict:
         """What this replica serves (`GET /v1/policy`; `handle.broadcast("info")` lists every replica)."""
         stats, memory = self.runtime.stats, psutil.Process().memory_full_info()
-        return PolicyInfo(model=self.model_name, version=self.runtime.weights.version, device=self.runtime.device,
-                          replica=self.replica, is_vlm=self.runtime.policy.is_vlm, batches=stats.batches,
-                          requests=stats.requests, largest_batch=stats.largest_batch,
-                          rss_mb=memory.rss / 2**20, private_mb=memory.uss / 2**20).model_dump()
+        return PolicyInfo(
+            model=self.model_name,
+            version=self.runtime.weights.version,
+            device=self.runtime.device,
+            replica=self.replica,
+            is_vlm=self.runtime.policy.is_vlm,
+            batches=stats.batches,
+            requests=stats.requests,
+            largest_batch=stats.largest_batch,
+            rss_mb=memory.rss / 2**20,
+            private_mb=memory.uss / 2**20,
+        ).model_dump()
 
     # ------------------------------------------------------------------ HTTP routes
     def _authorize(self, request: Request) -> None:
@@ -169,12 +188,19 @@ class PolicyServer:
             return
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {key.get_secret_value()}".encode()):
-            raise RequestError(401, "missing or wrong API key: send `Authorization: Bearer <SFTRL_API_KEY>`", "unauthorized")
+            raise RequestError(
+                401, "missing or wrong API key: send `Authorization: Bearer <SFTRL_API_KEY>`", "unauthorized"
+            )
 
     async def _body(self, request: Request, model: type[BaseModel]) -> BaseModel:
         body = await request.body()
-        check_at_most(len(body), self.config.limits.max_request_bytes, what="request body bytes",
-                      code="max_request_bytes", status=413)
+        check_at_most(
+            len(body),
+            self.config.limits.max_request_bytes,
+            what="request body bytes",
+            code="max_request_bytes",
+            status=413,
+        )
         return model.model_validate_json(body)
 
     @api.get("/healthz")
@@ -211,13 +237,19 @@ def build_app(config: ServingConfig) -> Application:
     """The Serve application for `config` (bind it with `serve.run(build_app(cfg), name=cfg.app_name)`)."""
     deployment = PolicyServer.options(
         num_replicas=config.num_replicas,
-        ray_actor_options={"num_cpus": config.num_cpus_per_replica, "num_gpus": config.num_gpus_per_replica,
-                           "resources": config.resources_per_replica},
+        ray_actor_options={
+            "num_cpus": config.num_cpus_per_replica,
+            "num_gpus": config.num_gpus_per_replica,
+            "resources": config.resources_per_replica,
+        },
         max_ongoing_requests=config.limits.max_queued_requests + CONTROL_SLOTS,
         max_queued_requests=config.limits.caller_max_queued_requests,
         backpressure_config=BackpressureConfig(retry_after_s=config.limits.retry_after_s),
-        deployment_actors=[DeploymentActorConfig(name=REGISTRY_ACTOR, actor_class=ray.remote(WeightRegistry),
-                                                 actor_options={"num_cpus": 0})],
+        deployment_actors=[
+            DeploymentActorConfig(
+                name=REGISTRY_ACTOR, actor_class=ray.remote(WeightRegistry), actor_options={"num_cpus": 0}
+            )
+        ],
     )
     return deployment.bind(config)
 

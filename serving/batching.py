@@ -13,6 +13,7 @@ the arrivals pause for `batch_wait_timeout_s` (each arrival restarts that wait),
 long wait for the next. Requests that arrived while a batch ran start together as soon as it
 ends, up to `max_batch_size`. A cancelled submission is dropped before its batch starts.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,14 @@ class DynamicBatcher(Generic[T, R]):
     order; if it raises, every item of that batch receives the exception.
     """
 
-    def __init__(self, run_batch: Callable[[list[T]], list[R]], *, max_batch_size: int, batch_wait_timeout_s: float,
-                 batch_max_wait_s: float):
+    def __init__(
+        self,
+        run_batch: Callable[[list[T]], list[R]],
+        *,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        batch_max_wait_s: float,
+    ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size={max_batch_size}; it must be >= 1")
         self.run_batch = run_batch

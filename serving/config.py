@@ -6,6 +6,7 @@ The cluster's config tree composes this model (`cluster/config.py`); `sftrl serv
 
     python -c "from serving.config import ServingConfig; print(ServingConfig())"
 """
+
 from __future__ import annotations
 
 import os
@@ -34,10 +35,18 @@ class ServingLimits(BaseModel):
     # --- images ---
     max_images: int = Field(4, ge=0, description="Most images in one request (400 above).")
     max_image_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest decoded image file in bytes (413 above).")
-    max_image_pixels: int = Field(4096 * 4096, gt=0, description="Largest image width*height (413 above); checked before decoding pixels.")
+    max_image_pixels: int = Field(
+        4096 * 4096, gt=0, description="Largest image width*height (413 above); checked before decoding pixels."
+    )
     # --- queue ---
-    max_queued_requests: int = Field(256, gt=0, description="Generate requests waiting or running per replica before 503.")
-    caller_max_queued_requests: int = Field(1024, gt=0, description="Backstop: requests a caller (proxy, handle) holds unrouted before Serve's own plain-text 503.")
+    max_queued_requests: int = Field(
+        256, gt=0, description="Generate requests waiting or running per replica before 503."
+    )
+    caller_max_queued_requests: int = Field(
+        1024,
+        gt=0,
+        description="Backstop: requests a caller (proxy, handle) holds unrouted before Serve's own plain-text 503.",
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After header value (seconds) on a 503 for a full queue.")
 
 
@@ -48,34 +57,49 @@ class ServingConfig(BaseModel):
 
     # --- model ---
     model: str = Field("smollm2-135m", description="Policy name or HF path given to learner.models.load_policy.")
-    checkpoint: str | None = Field(None, description="Directory in HF save_pretrained format loaded instead of `model`.")
+    checkpoint: str | None = Field(
+        None, description="Directory in HF save_pretrained format loaded instead of `model`."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Replica device; auto = cuda when visible.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; auto = float32 on CPU, bfloat16 on CUDA.")
+        "auto", description="Weights dtype; auto = float32 on CPU, bfloat16 on CUDA."
+    )
     # --- replicas ---
-    app_name: str = Field("policy", description="Serve application name (handles: serve.get_deployment_handle('PolicyServer', app_name)).")
+    app_name: str = Field(
+        "policy", description="Serve application name (handles: serve.get_deployment_handle('PolicyServer', app_name))."
+    )
     route_prefix: str = Field("/", description="HTTP route prefix of the application.")
     num_replicas: int = Field(1, gt=0, description="Number of PolicyServer replicas.")
     num_cpus_per_replica: float = Field(1.0, ge=0, description="Ray CPUs reserved per replica.")
     num_gpus_per_replica: float = Field(0.0, ge=0, description="Ray GPUs reserved per replica (set 1 on GPU nodes).")
     resources_per_replica: dict[str, float] = Field(
-        default_factory=dict, description="Custom Ray resources per replica, e.g. {policy: 1} to land on KubeRay's policy group.")
-    torch_threads: int | None = Field(None, gt=0, description="torch intra-op threads per replica; None keeps torch's default.")
+        default_factory=dict,
+        description="Custom Ray resources per replica, e.g. {policy: 1} to land on KubeRay's policy group.",
+    )
+    torch_threads: int | None = Field(
+        None, gt=0, description="torch intra-op threads per replica; None keeps torch's default."
+    )
     # --- batching ---
     max_batch_size: int = Field(32, gt=0, description="Most requests generated together in one batch.")
     batch_wait_timeout_s: float = Field(0.02, ge=0, description="An idle batcher starts once arrivals pause this long.")
-    batch_max_wait_s: float = Field(0.2, ge=0, description="Longest an idle batcher waits for company before it starts.")
-    max_new_tokens_limit: int = Field(1024, gt=0, description="Largest max_new_tokens a request may ask for (400 above).")
+    batch_max_wait_s: float = Field(
+        0.2, ge=0, description="Longest an idle batcher waits for company before it starts."
+    )
+    max_new_tokens_limit: int = Field(
+        1024, gt=0, description="Largest max_new_tokens a request may ask for (400 above)."
+    )
     default_max_new_tokens: int = Field(256, gt=0, description="max_new_tokens when a request gives none.")
     limits: ServingLimits = Field(default_factory=ServingLimits, description="Bounds on untrusted input.")
     # --- network and auth ---
     host: str = Field("127.0.0.1", description="HTTP bind address; 0.0.0.0 exposes the endpoint to the network.")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
     api_key: SecretStr | None = Field(
-        default_factory=_api_key_from_env, description=f"Bearer key for every route but /healthz; default ${API_KEY_ENV}.")
+        default_factory=_api_key_from_env,
+        description=f"Bearer key for every route but /healthz; default ${API_KEY_ENV}.",
+    )
 
     @model_validator(mode="after")
-    def _check_token_limits(self) -> "ServingConfig":
+    def _check_token_limits(self) -> ServingConfig:
         if self.default_max_new_tokens > self.max_new_tokens_limit:
             raise ValueError(
                 f"default_max_new_tokens={self.default_max_new_tokens} exceeds max_new_tokens_limit="

@@ -19,6 +19,7 @@ No Ray here: the Serve replica calls it, and so do the unit tests and the in-pro
 
     .venv/bin/python -m serving.generation tiny "Say hi."
 """
+
 from __future__ import annotations
 
 import secrets
@@ -79,14 +80,15 @@ def _left_pad(requests: list[GenerationRequest], pad_id: int, device: torch.devi
     input_ids = torch.full((len(requests), width), pad_id, dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(requests), width), dtype=torch.long)  # (B, T)
     for i, request in enumerate(requests):
-        input_ids[i, width - lengths[i]:] = torch.tensor(request.prompt_ids, dtype=torch.long)
-        mask[i, width - lengths[i]:] = 1
+        input_ids[i, width - lengths[i] :] = torch.tensor(request.prompt_ids, dtype=torch.long)
+        mask[i, width - lengths[i] :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
     return input_ids.to(device), mask.to(device), positions.to(device)
 
 
-def sample_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, *,
-                  generators: list[torch.Generator]) -> Sampled:
+def sample_tokens(
+    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, *, generators: list[torch.Generator]
+) -> Sampled:
     """Sample one token per row, with its log-prob under the row's temperature.
 
     `temperature == 0` rows are greedy (log-probs under temperature 1). Top-p keeps the smallest
@@ -136,7 +138,7 @@ def _finished(row: _Row, token: int, eos_ids: set[int], tokenizer) -> str | None
 def _result(row: _Row, reason: str, tokenizer) -> GenerationResult:
     text = tokenizer.decode(row.output_ids, skip_special_tokens=True)
     if row.stop_at is not None:
-        text = text[:row.stop_at]
+        text = text[: row.stop_at]
     return GenerationResult(text, row.output_ids, row.logprobs, reason)
 
 
@@ -152,8 +154,9 @@ def generate_batch(policy: LoadedPolicy, requests: list[GenerationRequest]) -> l
     input_ids, mask, positions = _left_pad(requests, policy.pad_token_id, device)
     images = [r.pixel_values for r in requests if r.pixel_values is not None]
     extra = {"pixel_values": torch.cat(images).to(device, model.dtype)} if images else {}
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                logits_to_keep=1, **extra)
+    out = model(
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **extra
+    )
     cache, next_pos = out.past_key_values, positions[:, -1] + 1  # (B,)
     rows = [_Row(i, r, _generator(r.seed)) for i, r in enumerate(requests)]
     results: list[GenerationResult | None] = [None] * len(requests)
@@ -178,8 +181,13 @@ def generate_batch(policy: LoadedPolicy, requests: list[GenerationRequest]) -> l
             cache.batch_select_indices(index)
             rows, tokens, mask, next_pos = [rows[b] for b in keep], tokens[index], mask[index], next_pos[index]
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)  # (b, T + t)
-        out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                    past_key_values=cache, use_cache=True)
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=next_pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        )
         next_pos = next_pos + 1
     return results
 
@@ -190,8 +198,9 @@ def _main(argv: list[str]) -> None:
 
     policy = load_policy(argv[0] if argv else "tiny")
     ids = encode_prompt(policy, [{"role": "user", "content": argv[1] if len(argv) > 1 else "Say hi."}]).input_ids
-    for result in generate_batch(policy, [GenerationRequest(ids, 48, temperature=0.0),
-                                          GenerationRequest(ids, 48, temperature=0.7, seed=0)]):
+    for result in generate_batch(
+        policy, [GenerationRequest(ids, 48, temperature=0.0), GenerationRequest(ids, 48, temperature=0.7, seed=0)]
+    ):
         print(result.finish_reason, repr(result.text))
 
 

@@ -6,6 +6,7 @@ decoding failure becomes a 400. Remote URLs are refused: the server never fetche
 
     python -c "from serving.images import decode_images; print(decode_images(['data:image/png;base64,...']))"
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,7 +27,9 @@ def _payload(text: str, index: int) -> str:
     if text.startswith("data:"):
         header, sep, data = text.partition(",")
         if not sep or not header.endswith(";base64"):
-            raise RequestError(400, f"images[{index}]: a data URL must look like data:image/png;base64,<data>", "image_format")
+            raise RequestError(
+                400, f"images[{index}]: a data URL must look like data:image/png;base64,<data>", "image_format"
+            )
         return data
     if text.startswith(("http://", "https://", "file:")):
         raise RequestError(
@@ -35,13 +38,16 @@ def _payload(text: str, index: int) -> str:
     return text
 
 
-def decode_image(text: str, *, index: int = 0, max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    text: str, *, index: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Decode one image; raises `RequestError` 413 over a limit, 400 when it is not a PNG/JPEG."""
     data = _payload(text.strip(), index)
     if len(data) * 3 // 4 > max_bytes:
         raise RequestError(
-            413, f"images[{index}] is about {len(data) * 3 // 4} bytes, above max_image_bytes={max_bytes}", "max_image_bytes"
+            413,
+            f"images[{index}] is about {len(data) * 3 // 4} bytes, above max_image_bytes={max_bytes}",
+            "max_image_bytes",
         )
     try:
         raw = base64.b64decode(data, validate=True)
@@ -54,24 +60,36 @@ def decode_image(text: str, *, index: int = 0, max_bytes: int = DEFAULT_MAX_BYTE
         width, height = image.size
         if width * height > max_pixels:
             raise RequestError(
-                413, f"images[{index}] is {width}x{height} = {width * height} pixels, above max_image_pixels={max_pixels}",
+                413,
+                f"images[{index}] is {width}x{height} = {width * height} pixels, above max_image_pixels={max_pixels}",
                 "max_image_pixels",
             )
         return image.convert("RGB")
     except Image.DecompressionBombError:
-        raise RequestError(413, f"images[{index}] has too many pixels (max_image_pixels={max_pixels})", "max_image_pixels") from None
+        raise RequestError(
+            413, f"images[{index}] has too many pixels (max_image_pixels={max_pixels})", "max_image_pixels"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise RequestError(400, f"images[{index}] is corrupt or not an image; send a PNG or JPEG", "image_decode") from None
+        raise RequestError(
+            400, f"images[{index}] is corrupt or not an image; send a PNG or JPEG", "image_decode"
+        ) from None
 
 
-def decode_images(b64_or_data_urls: list[str], *, max_images: int = 4, max_bytes: int = DEFAULT_MAX_BYTES,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
+def decode_images(
+    b64_or_data_urls: list[str],
+    *,
+    max_images: int = 4,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[Image.Image]:
     """Decode every image of a request, in order (the order of the image placeholders)."""
     if len(b64_or_data_urls) > max_images:
         raise RequestError(
             400, f"{len(b64_or_data_urls)} images, above max_images={max_images}; send fewer", "max_images"
         )
-    return [decode_image(t, index=i, max_bytes=max_bytes, max_pixels=max_pixels) for i, t in enumerate(b64_or_data_urls)]
+    return [
+        decode_image(t, index=i, max_bytes=max_bytes, max_pixels=max_pixels) for i, t in enumerate(b64_or_data_urls)
+    ]
 
 
 def to_data_url(image: Image.Image, *, fmt: str = "PNG") -> str:

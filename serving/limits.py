@@ -5,6 +5,7 @@ a message naming the limit that was hit and how to fix the request, and the limi
 OpenAI-style error `code`. `app.py` turns it into a JSON body; handle callers receive the
 exception itself. Nothing here touches the model, so a rejected request never reaches a batch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ URLs become images, `max_completion_tokens`/`max_tokens` become `max_new_tokens`
 `chat_response` turns the `n` generate replies back into an OpenAI `chat.completion` object with
 `usage` and, when asked, per-token `logprobs`.
 """
+
 from __future__ import annotations
 
 import time
@@ -41,8 +42,15 @@ def chat_to_generate(chat: ChatCompletionRequest) -> GenerateRequest:
             content = parts
         messages.append({"role": message.role, "content": content})
     stop = [chat.stop] if isinstance(chat.stop, str) else list(chat.stop or [])
-    return GenerateRequest(messages=messages, images=images, temperature=chat.temperature, top_p=chat.top_p,
-                           max_new_tokens=chat.max_completion_tokens or chat.max_tokens, seed=chat.seed, stop=stop)
+    return GenerateRequest(
+        messages=messages,
+        images=images,
+        temperature=chat.temperature,
+        top_p=chat.top_p,
+        max_new_tokens=chat.max_completion_tokens or chat.max_tokens,
+        seed=chat.seed,
+        stop=stop,
+    )
 
 
 def _token_logprobs(reply: GenerateResponse, tokenizer) -> ChoiceLogprobs:
@@ -53,19 +61,30 @@ def _token_logprobs(reply: GenerateResponse, tokenizer) -> ChoiceLogprobs:
     return ChoiceLogprobs(content=entries)
 
 
-def chat_response(chat: ChatCompletionRequest, replies: list[GenerateResponse], *, model: str,
-                  tokenizer) -> ChatCompletionResponse:
+def chat_response(
+    chat: ChatCompletionRequest, replies: list[GenerateResponse], *, model: str, tokenizer
+) -> ChatCompletionResponse:
     """The OpenAI `chat.completion` for `replies` (one per choice, all of the same prompt)."""
     choices = [
-        Choice(index=i, message=AssistantMessage(content=reply.text), finish_reason=reply.finish_reason,
-               logprobs=_token_logprobs(reply, tokenizer) if chat.logprobs else None)
+        Choice(
+            index=i,
+            message=AssistantMessage(content=reply.text),
+            finish_reason=reply.finish_reason,
+            logprobs=_token_logprobs(reply, tokenizer) if chat.logprobs else None,
+        )
         for i, reply in enumerate(replies)
     ]
     prompt_tokens = len(replies[0].prompt_token_ids)
     completion_tokens = sum(len(reply.output_token_ids) for reply in replies)
     return ChatCompletionResponse(
-        id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model, choices=choices,
-        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                    total_tokens=prompt_tokens + completion_tokens),
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=model,
+        choices=choices,
+        usage=Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
         policy_version=min(reply.policy_version for reply in replies),
     )

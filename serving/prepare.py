@@ -3,6 +3,7 @@
 Everything a request can get wrong is checked here, before it joins a batch, so a bad request is
 refused alone (400/413 `RequestError`) and never fails the batch it would have shared.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ class PolicyLimits:
     image_token_id: int | None
 
     @classmethod
-    def of(cls, policy: LoadedPolicy) -> "PolicyLimits":
+    def of(cls, policy: LoadedPolicy) -> PolicyLimits:
         config = policy.model.config
         return cls(
             context_tokens=config.get_text_config().max_position_embeddings,
@@ -51,8 +52,9 @@ def _hf_messages(messages: list[Message], *, is_vlm: bool) -> list[dict]:
     return out
 
 
-def prepare(policy: LoadedPolicy, limits: PolicyLimits, request: GenerateRequest, *,
-            config: ServingConfig) -> GenerationRequest:
+def prepare(
+    policy: LoadedPolicy, limits: PolicyLimits, request: GenerateRequest, *, config: ServingConfig
+) -> GenerationRequest:
     """Encode `request` and check it against every limit; raises `RequestError` (400/413)."""
     bounds = config.limits
     max_new_tokens = request.max_new_tokens or config.default_max_new_tokens
@@ -65,18 +67,31 @@ def prepare(policy: LoadedPolicy, limits: PolicyLimits, request: GenerateRequest
         ids = list(request.prompt_token_ids)
         check_token_ids(ids, limits.vocab_size)
         if limits.image_token_id is not None and limits.image_token_id in ids:
-            raise RequestError(400, f"prompt_token_ids contain the image token {limits.image_token_id}; "
-                                    f"send images with `messages`", "images")
+            raise RequestError(
+                400,
+                f"prompt_token_ids contain the image token {limits.image_token_id}; send images with `messages`",
+                "images",
+            )
     else:
         check_at_most(len(request.messages), bounds.max_messages, what="number of messages", code="max_messages")
-        images = decode_images(request.images, max_images=bounds.max_images, max_bytes=bounds.max_image_bytes,
-                               max_pixels=bounds.max_image_pixels)
+        images = decode_images(
+            request.images,
+            max_images=bounds.max_images,
+            max_bytes=bounds.max_image_bytes,
+            max_pixels=bounds.max_image_pixels,
+        )
         try:
             encoded = encode_prompt(policy, _hf_messages(request.messages, is_vlm=policy.is_vlm), images)
         except ValueError as error:  # image count mismatch, images for a text-only policy
             raise RequestError(400, str(error), "images") from None
         ids, pixel_values = encoded.input_ids, encoded.pixel_values
     check_context(len(ids), max_new_tokens, limits.context_tokens)
-    return GenerationRequest(ids, max_new_tokens, temperature=request.temperature, top_p=request.top_p,
-                             seed=request.seed, stop=list(request.stop), pixel_values=pixel_values)
-
+    return GenerationRequest(
+        ids,
+        max_new_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        seed=request.seed,
+        stop=list(request.stop),
+        pixel_values=pixel_values,
+    )

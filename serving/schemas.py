@@ -6,9 +6,10 @@ completions API closely enough that the official `openai` client works against
 `POST /v1/chat/completions`; unknown OpenAI fields are ignored there, while `/v1/generate`
 forbids unknown fields so typos fail with a 422 instead of being silently dropped.
 """
+
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,7 +36,7 @@ class Message(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     role: Role
-    content: Union[str, list[Annotated[Union[TextPart, ImagePart], Field(discriminator="type")]]]
+    content: str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]]
 
 
 class SamplingParams(BaseModel):
@@ -57,7 +58,7 @@ class GenerateRequest(SamplingParams):
     images: list[str] = Field(default_factory=list, description="base64 PNG/JPEG or data URLs, in placeholder order.")
 
     @model_validator(mode="after")
-    def _one_prompt(self) -> "GenerateRequest":
+    def _one_prompt(self) -> GenerateRequest:
         if (self.messages is None) == (self.prompt_token_ids is None):
             raise ValueError("give exactly one of `messages` or `prompt_token_ids`")
         if self.prompt_token_ids is not None and not self.prompt_token_ids:
@@ -104,7 +105,7 @@ class ChatImagePart(BaseModel):
 
 class ChatMessage(BaseModel):
     role: Role
-    content: Union[str, list[Annotated[Union[ChatTextPart, ChatImagePart], Field(discriminator="type")]]]
+    content: str | list[Annotated[ChatTextPart | ChatImagePart, Field(discriminator="type")]]
 
 
 class ChatCompletionRequest(BaseModel):

@@ -11,6 +11,7 @@ and a weight swap waits for the batch to end.
 A batch that fails is retried one request at a time, so one request that slipped past
 validation cannot fail the others.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -72,9 +73,12 @@ class PolicyRuntime:
         self.weights = VersionedWeights(policy.model)
         self.gate = QueueGate(config.limits.max_queued_requests, retry_after_s=config.limits.retry_after_s)
         self.stats = RuntimeStats()
-        self.batcher = DynamicBatcher(self._run_batch, max_batch_size=config.max_batch_size,
-                                      batch_wait_timeout_s=config.batch_wait_timeout_s,
-                                      batch_max_wait_s=config.batch_max_wait_s)
+        self.batcher = DynamicBatcher(
+            self._run_batch,
+            max_batch_size=config.max_batch_size,
+            batch_wait_timeout_s=config.batch_wait_timeout_s,
+            batch_max_wait_s=config.batch_max_wait_s,
+        )
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         """One completion; raises `RequestError` for a refused request."""
@@ -109,8 +113,10 @@ class PolicyRuntime:
         self.stats.batches += 1
         self.stats.requests += len(items)
         self.stats.largest_batch = max(self.stats.largest_batch, len(items))
-        return [_Outcome(attempt.result, attempt.error, version, start - item.enqueued_s, seconds)
-                for item, attempt in zip(items, attempts)]
+        return [
+            _Outcome(attempt.result, attempt.error, version, start - item.enqueued_s, seconds)
+            for item, attempt in zip(items, attempts)
+        ]
 
     def _alone(self, item: _Pending) -> _Attempt:
         try:
@@ -123,7 +129,11 @@ class PolicyRuntime:
             raise outcome.error
         result = outcome.result
         return GenerateResponse(
-            text=result.text, prompt_token_ids=prepared.prompt_ids, output_token_ids=result.output_ids,
-            logprobs=result.logprobs, finish_reason=result.finish_reason, policy_version=outcome.version,
+            text=result.text,
+            prompt_token_ids=prepared.prompt_ids,
+            output_token_ids=result.output_ids,
+            logprobs=result.logprobs,
+            finish_reason=result.finish_reason,
+            policy_version=outcome.version,
             timing=Timing(queue_s=outcome.queue_s, generate_s=outcome.generate_s),
         )

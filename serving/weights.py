@@ -15,6 +15,7 @@ own memory (so it outlives the learner that exported it). A replica that starts 
 If the controller recreates the registry actor, it starts empty; the replicas' health checks
 (`PolicyServer.check_health`) see it behind and republish the newest weights they serve.
 """
+
 from __future__ import annotations
 
 import threading
@@ -48,7 +49,9 @@ def check_state_dict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]
     """
     expected = model.state_dict()
     unexpected = sorted(set(weights) - set(expected))
-    owned = {name for name, _ in model.named_parameters(remove_duplicate=True)} | {name for name, _ in model.named_buffers()}
+    owned = {name for name, _ in model.named_parameters(remove_duplicate=True)} | {
+        name for name, _ in model.named_buffers()
+    }
     tied = set(expected) - owned
     missing = sorted(set(expected) - set(weights) - tied)
     bad_shape = sorted(k for k in set(weights) & set(expected) if tuple(weights[k].shape) != tuple(expected[k].shape))
@@ -77,8 +80,9 @@ class VersionedWeights:
     def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, a CPU copy of the model's state dict), read between batches."""
         with self._lock:
-            return self.version, {name: tensor.detach().to("cpu", copy=True)
-                                  for name, tensor in self.model.state_dict().items()}
+            return self.version, {
+                name: tensor.detach().to("cpu", copy=True) for name, tensor in self.model.state_dict().items()
+            }
 
     def swap(self, weights: Mapping[str, torch.Tensor], version: int) -> SwapResult:
         """Copy `weights` into the model as `version`, waiting for the running batch to end.
@@ -87,12 +91,16 @@ class VersionedWeights:
         do not fit the model (checked before anything is copied).
         """
         if version < self.version:
-            raise StaleVersionError(f"weights version {version} is older than the served {self.version}; versions only go up")
+            raise StaleVersionError(
+                f"weights version {version} is older than the served {self.version}; versions only go up"
+            )
         size = check_state_dict(self.model, weights)
         start = time.perf_counter()
         with self._lock, torch.no_grad():
             if version < self.version:
-                raise StaleVersionError(f"weights version {version} is older than the served {self.version}; versions only go up")
+                raise StaleVersionError(
+                    f"weights version {version} is older than the served {self.version}; versions only go up"
+                )
             if version == self.version:
                 return SwapResult(version, False, 0.0, 0)
             self.model.load_state_dict(weights, strict=False)  # keys checked above; tied ones may be absent

@@ -1,4 +1,5 @@
 """Shared pytest set-up: the `gpu` marker skips without CUDA."""
+
 import pytest
 
 

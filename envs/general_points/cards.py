@@ -11,14 +11,15 @@ Solutions are found by splitting the multiset into two parts and looking up, for
 smaller part, the six values of the other part that reach the target; parts of up to three numbers
 are memoised across hands. Run `python -m envs.general_points.cards` to print table statistics.
 """
+
 from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
-from typing import Callable, Iterator
+from functools import cache
 
 RANKS: tuple[str, ...] = ("A", "2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K")
 FACE_RANKS: frozenset[str] = frozenset({"J", "Q", "K"})
@@ -44,7 +45,7 @@ def card_value(rank: str, face_cards: tuple[int, int, int]) -> int:
     return rank_values(tuple(face_cards))[rank]
 
 
-@lru_cache(maxsize=None)
+@cache
 def rank_values(face_cards: tuple[int, int, int]) -> dict[str, int]:
     """Rank -> number under a face-card rule (cached; callers must not mutate it)."""
     values = {rank: int(rank) for rank in RANKS[1:10]}
@@ -95,7 +96,7 @@ class SolutionTable:
         return sorted_ranks(ranks) in self.solvable_ranks
 
 
-@lru_cache(maxsize=None)
+@cache
 def solution_table(face_cards: tuple[int, int, int], target: int) -> SolutionTable:
     """Build (once per process and arguments) the solution table over all 1,820 rank multisets."""
     by_values: dict[tuple[int, ...], tuple[str, ...]] = {}
@@ -135,7 +136,7 @@ def _completions(x: Fraction, goal: Fraction) -> Iterator[tuple[Fraction, Callab
         yield x / goal, lambda a, b: _join(a, "/", b)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _expressions(values: tuple[int, ...]) -> dict[Fraction, tuple[Expr, ...]]:
     """All expressions over a sorted multiset of up to three numbers, grouped by exact value."""
     if len(values) == 1:

@@ -1,10 +1,11 @@
 """The GeneralPoints Gymnasium environment (`sftrl/GeneralPoints-v0`).
 
-    import gymnasium, envs
-    env = gymnasium.make("sftrl/GeneralPoints-v0", variant="id", modality="text")
-    obs, info = env.reset(seed=0)
-    obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+import gymnasium, envs
+env = gymnasium.make("sftrl/GeneralPoints-v0", variant="id", modality="text")
+obs, info = env.reset(seed=0)
+obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -13,15 +14,23 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.arguments import check_common_arguments
 from envs.general_points.cards import (
-    BLACK_SUITS, FACE_ORDINAL, FACE_RANKS, FACE_TEN, RANKS, RED_SUITS, SUITS, hand_values, normalise_rank,
+    BLACK_SUITS,
+    FACE_ORDINAL,
+    FACE_RANKS,
+    FACE_TEN,
+    RANKS,
+    RED_SUITS,
+    SUITS,
+    hand_values,
+    normalise_rank,
     solution_table,
 )  # fmt: skip
 from envs.general_points.oracle import oracle_answer
 from envs.general_points.prompt import MAX_PROMPT_CHARS, PROMPT_CHARSET, feedback_prompt, system_prompt, task_prompt
 from envs.general_points.render import render_hand
 from envs.general_points.verifier import CATEGORIES, MAX_ANSWER_CHARS, RewardTable, judge
-from envs.arguments import check_common_arguments
 from envs.spaces import ChatMessages
 
 Variant = Literal["id", "rule_ood", "visual_ood"]
@@ -35,8 +44,7 @@ VARIANTS: dict[str, tuple[tuple[int, int, int], tuple[str, ...], bool]] = {
 
 
 class GeneralPointsEnv(gym.Env):
-    """
-    ## Description
+    """## Description
     The arithmetic card game of "SFT Memorizes, RL Generalizes" (Chu et al., 2025), a
     generalisation of "24": the policy sees four cards and writes one formula that uses each
     card's number exactly once and equals the target. GP-L lists the cards in the prompt; GP-VL

@@ -15,6 +15,7 @@ further work, so the cost is bounded for any text. Model text is never passed to
     >>> parse_formula("8/(3-8/3) = 24").value
     Fraction(24, 1)
 """
+
 from __future__ import annotations
 
 import re

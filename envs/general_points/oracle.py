@@ -4,6 +4,7 @@ It picks one of the hand's solutions from the solution table with the caller's R
 its own ``np_random``, so seeded episodes give the same answers) and writes the answer the prompt
 asks for, without spaces: ``{"cards":["3","3","8","8"],"number":[3,3,8,8],"formula":"8/(3-8/3)"}``.
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 Every text here is ASCII, so observations stay inside `PROMPT_CHARSET`. GP-L lists the cards in
 the task; GP-VL says they are in the image and lists nothing.
 """
+
 from __future__ import annotations
 
 import string

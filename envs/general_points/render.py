@@ -6,6 +6,7 @@ smooth edges, and cached as a numpy sprite per (rank, suit, card size). A pictur
 of the cached felt canvas plus four array slices, so rendering stays fast at 1200x1200.
 Run `python -m envs.general_points.render out.png` to save an example.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

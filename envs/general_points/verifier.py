@@ -12,6 +12,7 @@ Checks run in this order; the first failing group decides, except that number er
 Feedback sentences contain only ASCII text we write (ranks, numbers), never the policy's own
 characters, so they stay inside the observation space's charset.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -73,8 +74,10 @@ def judge(
     """Judge the answer ``text`` for the hand ``ranks``; never raises on a str."""
     obj = extract_answer(text, max_chars=MAX_ANSWER_CHARS)
     if obj is None:
-        reason = "your answer is longer than 4096 characters" if len(text) > MAX_ANSWER_CHARS else (
-            'your answer has no JSON object with a "formula" field.'
+        reason = (
+            "your answer is longer than 4096 characters"
+            if len(text) > MAX_ANSWER_CHARS
+            else ('your answer has no JSON object with a "formula" field.')
         )
         return _verdict(rewards, "illegal_formula", reason.rstrip(".") + ".")
     fields = {key.lower(): value for key, value in obj.items() if isinstance(key, str)}

@@ -6,6 +6,7 @@ places (banks, cafes, pharmacies, ...) at street corners. `shortest_path` finds 
 
     python -c "from envs.virl.city import generate_city; c = generate_city(0); print(c.name, len(c.places))"
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,11 +18,34 @@ import numpy as np
 from envs.virl.geometry import distance
 from envs.virl.places import CATALOGUE
 
-_CITY_NAMES = ("Harbor City", "Northbridge", "Easton", "Riverside", "Port Albany", "Lakemont",
-               "Fairhaven", "Westbury", "Kingsport", "Brookfield", "Ashford", "Milltown")
-_AVENUES = ("Lexington Avenue", "Madison Avenue", "Park Avenue", "Amsterdam Avenue",
-            "Columbus Avenue", "Lenox Avenue", "Bedford Avenue", "Atlantic Avenue",
-            "Franklin Avenue", "Union Avenue", "Grand Avenue", "Central Avenue")
+_CITY_NAMES = (
+    "Harbor City",
+    "Northbridge",
+    "Easton",
+    "Riverside",
+    "Port Albany",
+    "Lakemont",
+    "Fairhaven",
+    "Westbury",
+    "Kingsport",
+    "Brookfield",
+    "Ashford",
+    "Milltown",
+)
+_AVENUES = (
+    "Lexington Avenue",
+    "Madison Avenue",
+    "Park Avenue",
+    "Amsterdam Avenue",
+    "Columbus Avenue",
+    "Lenox Avenue",
+    "Bedford Avenue",
+    "Atlantic Avenue",
+    "Franklin Avenue",
+    "Union Avenue",
+    "Grand Avenue",
+    "Central Avenue",
+)
 _DIAGONALS = ("Broadway", "Bowery", "Old Post Road", "Kingsway")
 #: Corner offsets (east, north) in metres: where a place sits relative to its intersection.
 _CORNERS = ((11.0, 11.0), (11.0, -11.0), (-11.0, -11.0), (-11.0, 11.0))
@@ -73,8 +97,7 @@ def _grid_positions(rng: np.random.Generator, cols: int, rows: int) -> list[tupl
     xs = np.concatenate([[0.0], np.cumsum(rng.uniform(90.0, 140.0, cols - 1))])
     ys = np.concatenate([[0.0], np.cumsum(rng.uniform(80.0, 120.0, rows - 1))])
     jitter = rng.uniform(-8.0, 8.0, size=(rows, cols, 2))
-    return [(float(xs[c] + jitter[r, c, 0]), float(ys[r] + jitter[r, c, 1]))
-            for r in range(rows) for c in range(cols)]
+    return [(float(xs[c] + jitter[r, c, 0]), float(ys[r] + jitter[r, c, 1])) for r in range(rows) for c in range(cols)]
 
 
 def _grid_streets(rng: np.random.Generator, cols: int, rows: int) -> list[Street]:
@@ -162,8 +185,15 @@ def generate_city(seed: int, *, cols: int = 8, rows: int = 8) -> City:
     for i, place in enumerate(places):
         places_at[place.node].append(i)
     name = f"{_CITY_NAMES[int(rng.integers(len(_CITY_NAMES)))]} #{seed}"
-    return City(name, seed, tuple(positions), tuple(streets), _adjacency(streets, len(positions)),
-                tuple(places), tuple(tuple(p) for p in places_at))
+    return City(
+        name,
+        seed,
+        tuple(positions),
+        tuple(streets),
+        _adjacency(streets, len(positions)),
+        tuple(places),
+        tuple(tuple(p) for p in places_at),
+    )
 
 
 def shortest_path(city: City, start: int, goal: int) -> list[int]:

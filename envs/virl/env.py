@@ -1,10 +1,11 @@
 """The V-IRL navigation Gymnasium environment (`sftrl/VIRL-v0`).
 
-    import gymnasium, envs
-    env = gymnasium.make("sftrl/VIRL-v0", variant="id", modality="text")
-    obs, info = env.reset(seed=0)
-    obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+import gymnasium, envs
+env = gymnasium.make("sftrl/VIRL-v0", variant="id", modality="text")
+obs, info = env.reset(seed=0)
+obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -34,8 +35,7 @@ _MAX_POINTS = 1 + (MAX_TURNS + 1) * (MAX_INTERMEDIATE + 1)
 
 
 class VirlEnv(gym.Env):
-    """
-    ## Description
+    """## Description
     The open-world navigation task of "SFT Memorizes, RL Generalizes" (Chu et al., 2025), after
     V-IRL: the policy gets numbered route directions ("First, turn slightly left to face
     northeast. Move forward until you reach the next intersection where Chase Bank is on your
@@ -101,10 +101,22 @@ class VirlEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
     max_turns = 2 * _MAX_POINTS  # default bound on policy calls; an instance's is max_attempts * points
 
-    def __init__(self, variant: Variant = "id", modality: Modality = "text", *, city_seed: int = 0,
-                 city_size: int = 8, ood_cities: int = 9, routes_per_ood_city: int = 4,
-                 view_px: int = DEFAULT_VIEW_PX, max_attempts: int = 2, rewards: RewardTable | None = None,
-                 route_file: str | None = None, pano_dir: str | None = None, render_mode: str | None = None):
+    def __init__(
+        self,
+        variant: Variant = "id",
+        modality: Modality = "text",
+        *,
+        city_seed: int = 0,
+        city_size: int = 8,
+        ood_cities: int = 9,
+        routes_per_ood_city: int = 4,
+        view_px: int = DEFAULT_VIEW_PX,
+        max_attempts: int = 2,
+        rewards: RewardTable | None = None,
+        route_file: str | None = None,
+        pano_dir: str | None = None,
+        render_mode: str | None = None,
+    ):
         _check_arguments(variant, modality, max_attempts, view_px, render_mode, ood_cities, routes_per_ood_city)
         self.variant, self.modality, self.view_px = variant, modality, view_px
         self.city_seed, self.city_size = city_seed, city_size
@@ -125,9 +137,12 @@ class VirlEnv(gym.Env):
         self._done = True
 
     def _observation_space(self) -> spaces.Dict:
-        messages = ChatMessages(spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PROMPT_CHARSET),
-                                max_messages=2 + 2 * self.max_attempts, max_answer_chars=MAX_ANSWER_CHARS,
-                                image_in_first_user=self.modality == "image")
+        messages = ChatMessages(
+            spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PROMPT_CHARSET),
+            max_messages=2 + 2 * self.max_attempts,
+            max_answer_chars=MAX_ANSWER_CHARS,
+            image_in_first_user=self.modality == "image",
+        )
         if self.modality == "text":
             return spaces.Dict({"messages": messages})
         return spaces.Dict({"messages": messages, "image": spaces.Box(0, 255, picture_shape(self.view_px), np.uint8)})
@@ -161,8 +176,12 @@ class VirlEnv(gym.Env):
         point = self._route.points[self._point]
         picture = self.modality == "image"
         current = PICTURE_OBSERVATION if picture else point.observation_text
-        task = task_prompt(numbered(self._route.instructions), history_text(self._history, current),
-                           relative_turns=self.variant == "rule_ood", picture=picture)
+        task = task_prompt(
+            numbered(self._route.instructions),
+            history_text(self._history, current),
+            relative_turns=self.variant == "rule_ood",
+            picture=picture,
+        )
         content: str | list = [{"type": "image"}, {"type": "text", "text": task}] if picture else task
         self._messages = [{"role": "system", "content": system_prompt()}, {"role": "user", "content": content}]
         self._image = self._picture() if picture else None
@@ -178,8 +197,7 @@ class VirlEnv(gym.Env):
             raise RuntimeError("the episode is over (or was never started); call reset() before step()")
         point = self._route.points[self._point]
         expected = self._route.expected_action(self._point, self.variant)
-        verdict = judge(action, expected_action=expected, observation_text=point.observation_text,
-                        rewards=self.rewards)
+        verdict = judge(action, expected_action=expected, observation_text=point.observation_text, rewards=self.rewards)
         self._actions += 1
         self._attempt += 1
         terminated = truncated = False
@@ -195,12 +213,20 @@ class VirlEnv(gym.Env):
         else:
             # The echo is clipped to the space's bound; longer answers were judged wrong unread.
             answer = action[:MAX_ANSWER_CHARS] if isinstance(action, str) else ""
-            self._messages = [*self._messages, {"role": "assistant", "content": answer},
-                              {"role": "user", "content": feedback_prompt(verdict.feedback)}]
+            self._messages = [
+                *self._messages,
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": feedback_prompt(verdict.feedback)},
+            ]
             truncated = self._attempt >= self.max_attempts
         self._done = terminated or truncated
-        return self._observation(), verdict.reward, terminated, truncated, self._info(
-            success=terminated, feedback=verdict.feedback)
+        return (
+            self._observation(),
+            verdict.reward,
+            terminated,
+            truncated,
+            self._info(success=terminated, feedback=verdict.feedback),
+        )
 
     def _observation(self) -> dict[str, Any]:
         if self.modality == "image":

@@ -4,6 +4,7 @@ Headings are compass degrees: 0 = north, clockwise (90 = east). Positions in syn
 metres in a plane with x pointing east and y pointing north. Everything here is pure arithmetic, so
 `python -m pytest tests/envs/test_virl_geometry.py` covers it.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ def compass_label(heading: float) -> str:
 
 
 def relative_label(from_heading: float, to_heading: float) -> str:
-    """"left", "right", "slightly left" or "slightly right" for the wrapped heading change.
+    """ "left", "right", "slightly left" or "slightly right" for the wrapped heading change.
 
     The paper's code did not wrap, so 350 -> 10 came out "left"; here it is "slightly right", and
     10 -> 300 is "left". A change of exactly 0 counts as "slightly right".

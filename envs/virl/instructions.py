@@ -8,6 +8,7 @@
 Every sentence names both the relative and the absolute direction, in every variant; only the
 action space and the expected turn action depend on the variant.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from envs.virl.geometry import relative_label
 class Leg:
     """One milestone's directions: turn from `from_heading` to face `to_label` (`to_heading`
     degrees), then walk to the next milestone, where `landmark` (a sentence such as "Chase Bank
-    is on your right", or None) is seen; the last leg ends at the destination."""
+    is on your right", or None) is seen; the last leg ends at the destination.
+    """
 
     from_heading: float
     to_heading: float
@@ -29,15 +31,15 @@ class Leg:
 
     @property
     def relative(self) -> str:
-        """"left", "right", "slightly left" or "slightly right" (wrapped heading change)."""
+        """ "left", "right", "slightly left" or "slightly right" (wrapped heading change)."""
         return relative_label(self.from_heading, self.to_heading)
 
     def turn_sentence(self, first: bool) -> str:
-        """"First, turn left to face south." or "Turn left to face south."."""
+        """ "First, turn left to face south." or "Turn left to face south."."""
         return f"{'First, turn' if first else 'Turn'} {self.relative} to face {self.to_label}."
 
     def move_sentence(self) -> str:
-        """"Move forward until you reach the next intersection (where ...)." or the destination."""
+        """ "Move forward until you reach the next intersection (where ...)." or the destination."""
         target = "the destination" if self.to_destination else "the next intersection"
         where = f" where {self.landmark}" if self.landmark else ""
         return f"Move forward until you reach {target}{where}."
@@ -52,7 +54,7 @@ def build_instructions(legs: list[Leg]) -> tuple[str, ...]:
 
 
 def numbered(sentences: tuple[str, ...]) -> str:
-    """"1. ...\\n2. ..." as shown in the prompt."""
+    """ "1. ...\\n2. ..." as shown in the prompt."""
     return "\n".join(f"{i}. {s}" for i, s in enumerate(sentences, start=1))
 
 

@@ -4,6 +4,7 @@ Past observations are the full text observations of the rail points already pass
 the (correct) action that moved the agent on. The current observation is the text observation for
 V-IRL-L, and a pointer to the picture for V-IRL-VL (the picture is the observation there).
 """
+
 from __future__ import annotations
 
 PICTURE_OBSERVATION = "the four street views in the picture"

@@ -3,6 +3,7 @@
 `{"current observation": <full text observation>, "current instruction": <the sentence that
 applies>, "action": <the expert action of the variant>}`.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,10 @@ from envs.virl.route import Route
 def oracle_answer(route: Route, point_index: int, *, variant: str) -> str:
     """The correct JSON answer text at `route.points[point_index]`."""
     point = route.points[point_index]
-    return json.dumps({
-        "current observation": point.observation_text,
-        "current instruction": route.instructions[point.instruction_index - 1],
-        "action": route.expected_action(point_index, variant),
-    })
+    return json.dumps(
+        {
+            "current observation": point.observation_text,
+            "current instruction": route.instructions[point.instruction_index - 1],
+            "action": route.expected_action(point_index, variant),
+        }
+    )

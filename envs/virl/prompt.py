@@ -3,6 +3,7 @@
 Sections: task, numbered directions, (VL) the picture layout, action space, observation-action
 history, output format. Everything is ASCII, so observations stay inside `PROMPT_CHARSET`.
 """
+
 from __future__ import annotations
 
 import string
@@ -12,11 +13,15 @@ from envs.virl.geometry import COMPASS, RELATIVE
 PROMPT_CHARSET = frozenset(string.printable)
 MAX_PROMPT_CHARS = 8192  # bound of one system or user turn (a long route's prompt is ~4,000)
 #: The picture's layout, as the renderer draws it (render.VIEW_ORDER).
-PICTURE_LAYOUT = ("The picture is a 2x2 grid of street views around you, each labelled at its top: "
-                  "top-left = front, top-right = right, bottom-left = back, bottom-right = left. "
-                  "The signs on the buildings name the landmarks.")
-_EXAMPLE = ('{"current observation": "No landmarks nearby", "current instruction": '
-            '"Move forward until you reach the next intersection.", "action": "forward()"}')
+PICTURE_LAYOUT = (
+    "The picture is a 2x2 grid of street views around you, each labelled at its top: "
+    "top-left = front, top-right = right, bottom-left = back, bottom-right = left. "
+    "The signs on the buildings name the landmarks."
+)
+_EXAMPLE = (
+    '{"current observation": "No landmarks nearby", "current instruction": '
+    '"Move forward until you reach the next intersection.", "action": "forward()"}'
+)
 
 
 def system_prompt() -> str:
@@ -27,9 +32,11 @@ def system_prompt() -> str:
 def action_space_text(relative_turns: bool) -> str:
     """The action space: absolute turns (8 compass directions) or relative turns (rule_ood)."""
     directions = ", ".join(RELATIVE if relative_turns else COMPASS)
-    return ('"forward()": move forward along the street to the next point\n'
-            f'"turn_direction(x)": turn to face x, where x is one of: {directions}\n'
-            '"stop()": stop, you have reached the destination')
+    return (
+        '"forward()": move forward along the street to the next point\n'
+        f'"turn_direction(x)": turn to face x, where x is one of: {directions}\n'
+        '"stop()": stop, you have reached the destination'
+    )
 
 
 def task_prompt(instructions: str, history: str, *, relative_turns: bool, picture: bool) -> str:

@@ -18,6 +18,7 @@ convention: compass heading h lies at column fraction ((h + rotation) / 360) mod
 
     python -c "from envs.virl.real_data import VirlRoutes; print(len(VirlRoutes.from_virl_files('route_infos.json')))"
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,8 +57,10 @@ class _NoGlobals(pickle.Unpickler):
     """Reads plain dicts, tuples, floats and strings only: a pickle cannot run code through it."""
 
     def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in gps_pano_mapping.pkl; "
-                                     "store {(lat, lng): pano_id} with plain floats and strings")
+        raise pickle.UnpicklingError(
+            f"{module}.{name} is not allowed in gps_pano_mapping.pkl; "
+            "store {(lat, lng): pano_id} with plain floats and strings"
+        )
 
 
 def parse_milestone_blocks(text: str) -> list[dict[str, str]]:
@@ -87,22 +90,29 @@ def _parse_route(raw: dict, index: int) -> RealRoute:
     try:
         start_place, geocodes, info = raw["start_place"], raw["route_results"]["geocode_list"], raw["milestone_info"]
     except (KeyError, TypeError) as error:
-        raise ValueError(f"{where} lacks {error}; each route needs start_place, route_results.geocode_list "
-                         "and milestone_info") from None
+        raise ValueError(
+            f"{where} lacks {error}; each route needs start_place, route_results.geocode_list and milestone_info"
+        ) from None
     blocks = parse_milestone_blocks(info) if isinstance(info, str) else [dict(b) for b in info]
     if not blocks or len(blocks) != len(geocodes):
         raise ValueError(f"{where}: {len(blocks)} milestone blocks but {len(geocodes)} geocodes; they must match")
     start = _geocode(start_place.get("relocated_geocode") or start_place.get("geocode"), f"{where} start_place")
     heading = raw.get("init_heading")
-    return RealRoute(start, float(heading) if heading else None,
-                     tuple(_geocode(g, f"{where} geocode") for g in geocodes), tuple(blocks))
+    return RealRoute(
+        start,
+        float(heading) if heading else None,
+        tuple(_geocode(g, f"{where} geocode") for g in geocodes),
+        tuple(blocks),
+    )
 
 
 def _heading(block: dict[str, str], where: str) -> tuple[float, str]:
     match = _HEADING.match(block.get("to_next_intersection_heading", ""))
     if not match:
-        raise ValueError(f"{where}: to_next_intersection_heading must look like '177 (south)', "
-                         f"got {block.get('to_next_intersection_heading')!r}")
+        raise ValueError(
+            f"{where}: to_next_intersection_heading must look like '177 (south)', "
+            f"got {block.get('to_next_intersection_heading')!r}"
+        )
     degrees = float(match.group(1)) % 360.0
     label = (match.group(2) or "").lower()
     return degrees, label if label in COMPASS else compass_label(degrees)
@@ -123,16 +133,28 @@ def _lerp(a: tuple[float, float], b: tuple[float, float], f: float) -> tuple[flo
 class VirlRoutes:
     """Routes read from V-IRL files; `route(i, rng)` gives the env's `Route`, `picture` the views."""
 
-    def __init__(self, routes: list[RealRoute], *, name: str, pano_dir: Path | None = None,
-                 pano_of: dict[tuple[float, float], str] | None = None, radius_m: float = 50.0):
+    def __init__(
+        self,
+        routes: list[RealRoute],
+        *,
+        name: str,
+        pano_dir: Path | None = None,
+        pano_of: dict[tuple[float, float], str] | None = None,
+        radius_m: float = 50.0,
+    ):
         self.routes, self.name, self.pano_dir = routes, name, pano_dir
         self.pano_of = pano_of or {}
         self.radius_m = radius_m
         self._keys = np.array(list(self.pano_of), dtype=float).reshape(-1, 2)  # (K, 2) lat, lng
 
     @classmethod
-    def from_virl_files(cls, route_infos_json: str | Path, pano_dir: str | Path | None = None, *,
-                        gps_pano_mapping: str | Path | None = None) -> VirlRoutes:
+    def from_virl_files(
+        cls,
+        route_infos_json: str | Path,
+        pano_dir: str | Path | None = None,
+        *,
+        gps_pano_mapping: str | Path | None = None,
+    ) -> VirlRoutes:
         """Read `route_infos.json` (and, with `pano_dir`, the panorama mapping)."""
         path = Path(route_infos_json)
         data = json.loads(path.read_text())
@@ -159,7 +181,8 @@ class VirlRoutes:
 
     def route(self, index: int, rng: np.random.Generator) -> Route:
         """Route `index` with its rail; `rng` draws a missing initial heading and the 0-4
-        intermediate points per leg."""
+        intermediate points per leg.
+        """
         real = self.routes[index]
         heading = real.init_heading if real.init_heading is not None else float(rng.integers(0, 360))
         start = PointView(real.start, heading, (), False)
@@ -181,9 +204,12 @@ class VirlRoutes:
             raise ValueError("pictures need pano_dir; pass it to VirlRoutes.from_virl_files")
         pano_id = self._nearest_pano(point.view.position)
         panorama, rotation = _load_panorama(self.pano_dir, pano_id)
-        views = {name: Image.fromarray(perspective_view(panorama, point.view.heading + offset,
-                                                        rotation=rotation, view_px=view_px))
-                 for name, offset in (("front", 0.0), ("right", 90.0), ("back", 180.0), ("left", 270.0))}
+        views = {
+            name: Image.fromarray(
+                perspective_view(panorama, point.view.heading + offset, rotation=rotation, view_px=view_px)
+            )
+            for name, offset in (("front", 0.0), ("right", 90.0), ("back", 180.0), ("left", 270.0))
+        }
         return compose_grid(views, view_px=view_px)
 
     def _nearest_pano(self, geocode: tuple[float, float]) -> str:
@@ -217,8 +243,9 @@ def _ray_angles(view_px: int, fov_deg: float) -> tuple[np.ndarray, np.ndarray]:
     return yaw, lat
 
 
-def perspective_view(panorama: np.ndarray, heading: float, *, rotation: float, view_px: int,
-                     fov_deg: float = 90.0) -> np.ndarray:
+def perspective_view(
+    panorama: np.ndarray, heading: float, *, rotation: float, view_px: int, fov_deg: float = 90.0
+) -> np.ndarray:
     """A (view_px, view_px, 3) pinhole view at compass `heading` from an equirectangular panorama."""
     height, width, _ = panorama.shape
     yaw, lat = _ray_angles(view_px, fov_deg)

@@ -10,17 +10,19 @@ rendering is fast (see tests/bench/bench_virl.py).
 
     python -c "from envs.virl.render import demo; demo('virl.png')"
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from envs.virl.route import PointView, Sighting
-from envs.virl.styles import Style, TRAINING_STYLE
+from envs.virl.styles import TRAINING_STYLE, Style
 
 DEFAULT_VIEW_PX = 320
 #: Grid order; the prompt describes the same layout (prompt.PICTURE_LAYOUT).
@@ -37,9 +39,15 @@ Kind = Literal["ahead", "crossing", "frontal"]
 Slot = Literal["left", "right", "centre"]
 # Which view and where in it a landmark's sign appears, by the side it is on.
 _SIGN_PLACE: dict[str, tuple[str, Slot]] = {
-    "front": ("front", "centre"), "front right": ("front", "right"), "right": ("right", "centre"),
-    "back right": ("back", "left"), "back": ("back", "centre"), "back left": ("back", "right"),
-    "left": ("left", "centre"), "front left": ("front", "left")}
+    "front": ("front", "centre"),
+    "front right": ("front", "right"),
+    "right": ("right", "centre"),
+    "back right": ("back", "left"),
+    "back": ("back", "centre"),
+    "back left": ("back", "right"),
+    "left": ("left", "centre"),
+    "front left": ("front", "left"),
+}
 
 
 @dataclass(frozen=True)
@@ -112,8 +120,15 @@ def _sky(style: Style, size: int) -> Image.Image:
     return Image.fromarray(np.repeat(rows[:, None, :], size, axis=1), "RGB")
 
 
-def _windows(draw: ImageDraw.ImageDraw, style: Style, rng: np.random.Generator, *,
-             face: Callable[..., list], storeys: int, columns: int) -> None:
+def _windows(
+    draw: ImageDraw.ImageDraw,
+    style: Style,
+    rng: np.random.Generator,
+    *,
+    face: Callable[..., list],
+    storeys: int,
+    columns: int,
+) -> None:
     """Windows on a facade given as face((u0, u1), (v0, v1)) -> polygon, u along, v up (0..1)."""
     for storey in range(1, storeys):
         v0, v1 = (storey + 0.3) / storeys, (storey + 0.75) / storeys
@@ -152,9 +167,11 @@ def _street_side(draw, camera, style, *, rng, side: float, gap: tuple[float, flo
         x = side * _FACADE_M
         draw.polygon(camera.quad(x, (0.0, height), (z0, z1)), fill=facade)
         if z0 < 60.0:
+
             def face(us, vs, z0=z0, z1=z1, height=height):
                 depth = z1 - z0
                 return camera.quad(x, (vs[0] * height, vs[1] * height), (z0 + us[0] * depth, z0 + us[1] * depth))
+
             _windows(draw, style, rng, face=face, storeys=storeys, columns=max(1, round((z1 - z0) / 4)))
 
 
@@ -166,8 +183,10 @@ def _cross_street_facades(draw, camera, style, *, rng, z: float) -> None:
             width = float(rng.uniform(8.0, 15.0))
             height = 3.3 * int(rng.integers(style.storeys[0], style.storeys[1] + 1))
             x0, x1 = side * x, side * (x + width)
-            draw.polygon([camera(x0, 0, z), camera(x1, 0, z), camera(x1, height, z), camera(x0, height, z)],
-                         fill=style.facades[int(rng.integers(len(style.facades)))])
+            draw.polygon(
+                [camera(x0, 0, z), camera(x1, 0, z), camera(x1, height, z), camera(x0, height, z)],
+                fill=style.facades[int(rng.integers(len(style.facades)))],
+            )
             x += width
 
 
@@ -176,24 +195,43 @@ def _ahead(style: Style, size: int, rng: np.random.Generator, *, crossing: bool)
     draw = ImageDraw.Draw(image)
     camera = _Camera(size)
     far = 160.0
-    draw.polygon([camera(-30, 0, 1.0), camera(30, 0, 1.0), camera(30, 0, far), camera(-30, 0, far)],
-                 fill=style.sidewalk)
-    draw.polygon([camera(-_ROAD_M, 0, 1.0), camera(_ROAD_M, 0, 1.0), camera(_ROAD_M, 0, far),
-                  camera(-_ROAD_M, 0, far)], fill=style.road)
+    draw.polygon(
+        [camera(-30, 0, 1.0), camera(30, 0, 1.0), camera(30, 0, far), camera(-30, 0, far)], fill=style.sidewalk
+    )
+    draw.polygon(
+        [camera(-_ROAD_M, 0, 1.0), camera(_ROAD_M, 0, 1.0), camera(_ROAD_M, 0, far), camera(-_ROAD_M, 0, far)],
+        fill=style.road,
+    )
     for z in np.arange(3.0, far, 8.0):  # dashed centre line
-        draw.polygon([camera(-0.1, 0, z), camera(0.1, 0, z), camera(0.1, 0, z + 3), camera(-0.1, 0, z + 3)],
-                     fill=style.marking)
+        draw.polygon(
+            [camera(-0.1, 0, z), camera(0.1, 0, z), camera(0.1, 0, z + 3), camera(-0.1, 0, z + 3)], fill=style.marking
+        )
     gap = _CROSSING_Z if crossing else None
     if crossing:
         near, back = _CROSSING_Z
-        draw.polygon([camera(-400, 0, near), camera(400, 0, near), camera(400, 0, back),
-                      camera(-400, 0, back)], fill=style.road)
+        draw.polygon(
+            [camera(-400, 0, near), camera(400, 0, near), camera(400, 0, back), camera(-400, 0, back)], fill=style.road
+        )
         for x in np.arange(-_ROAD_M + 0.4, _ROAD_M, 1.2):  # zebra crossing
-            draw.polygon([camera(x, 0, near - 2.5), camera(x + 0.6, 0, near - 2.5), camera(x + 0.6, 0, near - 0.3),
-                          camera(x, 0, near - 0.3)], fill=_ZEBRA)
+            draw.polygon(
+                [
+                    camera(x, 0, near - 2.5),
+                    camera(x + 0.6, 0, near - 2.5),
+                    camera(x + 0.6, 0, near - 0.3),
+                    camera(x, 0, near - 0.3),
+                ],
+                fill=_ZEBRA,
+            )
         _cross_street_facades(draw, camera, style, rng=rng, z=back + 3.0)
-    draw.polygon([camera(-_FACADE_M, 0, far), camera(_FACADE_M, 0, far), camera(_FACADE_M, 30.0, far),
-                  camera(-_FACADE_M, 30.0, far)], fill=style.facades[0])  # the block closing the street
+    draw.polygon(
+        [
+            camera(-_FACADE_M, 0, far),
+            camera(_FACADE_M, 0, far),
+            camera(_FACADE_M, 30.0, far),
+            camera(-_FACADE_M, 30.0, far),
+        ],
+        fill=style.facades[0],
+    )  # the block closing the street
     for side in (-1.0, 1.0):
         _street_side(draw, camera, style, rng=rng, side=side, gap=gap)
     return image
@@ -217,6 +255,7 @@ def _frontal(style: Style, size: int, rng: np.random.Generator) -> Image.Image:
         def face(us, vs, x=x, width=width, top=top):
             (x0, x1), (y0, y1) = ((x + u * width for u in us), (foot - v * (foot - top) for v in vs))
             return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
         _windows(draw, style, rng, face=face, storeys=storeys, columns=max(2, round(width / scale / 3)))
         door = x + width / 2
         draw.rectangle([door - 0.8 * scale, foot - 2.4 * scale, door + 0.8 * scale, foot], fill=style.window)
@@ -252,8 +291,9 @@ def _text_colour(style: Style, background: tuple[int, int, int]) -> tuple[int, i
     return (20, 20, 20) if luminance > 170 else style.sign_text
 
 
-def _draw_sign(draw: ImageDraw.ImageDraw, sighting: Sighting, style: Style, *, view: str,
-               slot: Slot, top: float, size: int) -> SignBox:
+def _draw_sign(
+    draw: ImageDraw.ImageDraw, sighting: Sighting, style: Style, *, view: str, slot: Slot, top: float, size: int
+) -> SignBox:
     """Draw one upright sign; returns where its text went."""
     px = max(MIN_SIGN_FONT_PX, round(style.sign_font_px * size / DEFAULT_VIEW_PX))
     lines, px = _wrap(sighting.name, px, 0.42 * size)
@@ -267,8 +307,13 @@ def _draw_sign(draw: ImageDraw.ImageDraw, sighting: Sighting, style: Style, *, v
     radius = {"rect": 0, "rounded": pad * 2, "pill": height / 2, "banner": 0}[style.sign_shape]
     if style.sign_shape == "banner":
         draw.line([(x0 + width / 2, top - pad * 2), (x0 + width / 2, top)], fill=style.sign_border, width=2)
-    draw.rounded_rectangle(box, radius=radius, fill=sighting.sign_colour, outline=style.sign_border,
-                           width=2 if style.sign_shape != "pill" else 3)
+    draw.rounded_rectangle(
+        box,
+        radius=radius,
+        fill=sighting.sign_colour,
+        outline=style.sign_border,
+        width=2 if style.sign_shape != "pill" else 3,
+    )
     colour = _text_colour(style, sighting.sign_colour)
     for i, line in enumerate(lines):
         draw.text((x0 + pad, top + pad + i * line_h), line, font=font(px), fill=colour)
@@ -278,17 +323,21 @@ def _draw_sign(draw: ImageDraw.ImageDraw, sighting: Sighting, style: Style, *, v
 def draw_views(view: PointView, style: Style, *, view_px: int = DEFAULT_VIEW_PX) -> Views:
     """The four views (front, right, back, left) of a rail point, with the signs drawn."""
     variant = int(abs(view.position[0] * 7.0 + view.position[1] * 13.0)) % _N_VARIANTS
-    kinds: dict[str, Kind] = {"front": "crossing" if view.is_intersection else "ahead",
-                              "back": "ahead", "right": "crossing" if view.is_intersection else "frontal",
-                              "left": "crossing" if view.is_intersection else "frontal"}
-    images = {name: _background(style, kinds[name], (variant + i) % _N_VARIANTS, view_px).copy()
-              for i, name in enumerate(VIEW_ORDER)}
+    kinds: dict[str, Kind] = {
+        "front": "crossing" if view.is_intersection else "ahead",
+        "back": "ahead",
+        "right": "crossing" if view.is_intersection else "frontal",
+        "left": "crossing" if view.is_intersection else "frontal",
+    }
+    images = {
+        name: _background(style, kinds[name], (variant + i) % _N_VARIANTS, view_px).copy()
+        for i, name in enumerate(VIEW_ORDER)
+    }
     signs, next_top = [], {}
     for sighting in view.sightings:
         name, slot = _SIGN_PLACE[sighting.side]
         top = next_top.get((name, slot), view_px * 0.22)
-        sign = _draw_sign(ImageDraw.Draw(images[name]), sighting, style, view=name, slot=slot,
-                          top=top, size=view_px)
+        sign = _draw_sign(ImageDraw.Draw(images[name]), sighting, style, view=name, slot=slot, top=top, size=view_px)
         next_top[(name, slot)] = sign.box[3] + view_px * 0.03
         signs.append(sign)
     return Views(images, tuple(signs))

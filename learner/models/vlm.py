@@ -7,18 +7,25 @@ template that renders `{"type": "image"}` content items as `<image>`; the LlavaP
 each into the 64 image tokens. `smollm2-135m-vlm` is built once into `$SFTRL_CACHE`; `tiny-vlm`
 is rebuilt in memory (well under a second).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from transformers import (AutoTokenizer, CLIPImageProcessorPil, CLIPVisionConfig, LlamaForCausalLM,
-                          LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
-                          PreTrainedTokenizerBase)
+from transformers import (
+    AutoTokenizer,
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerBase,
+)
 
-from learner.models.policy import (LoadedPolicy, build_once, cache_root, place, seeded_init,
-                                   set_special_ids)
+from learner.models.policy import LoadedPolicy, build_once, cache_root, place, seeded_init, set_special_ids
 from learner.models.smollm2 import TINY_SEED, load_tiny, smollm2_dir
 
 IMAGE_TOKEN = "<image>"
@@ -44,21 +51,33 @@ CHAT_TEMPLATE = (
 
 def vision_config() -> CLIPVisionConfig:
     """A small CLIP ViT: 2 layers of width 64 over (IMAGE_SIZE / PATCH_SIZE)^2 = 64 patches."""
-    return CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=64,
-                            intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
+    return CLIPVisionConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+    )
 
 
 def make_processor(tokenizer: PreTrainedTokenizerBase) -> LlavaProcessor:
     """LlavaProcessor over `tokenizer` (which gains the image token) and a CLIP image processor."""
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     tokenizer.chat_template = CHAT_TEMPLATE
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
-                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
     # "default" feature selection drops the CLS token: 1 additional token from the tower.
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                          patch_size=PATCH_SIZE, vision_feature_select_strategy="default",
-                          num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
-                          image_token=IMAGE_TOKEN)
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+    )
 
 
 class ComposedVLM(NamedTuple):
@@ -80,10 +99,14 @@ def compose(text_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase) ->
     processor = make_processor(tokenizer)
     text_config = text_model.config.to_dict() | {"vocab_size": len(processor.tokenizer)}
     config = LlavaConfig(
-        vision_config=vision_config(), text_config=text_config,
+        vision_config=vision_config(),
+        text_config=text_config,
         image_token_index=processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2, vision_feature_select_strategy="default",
-        vision_feature_layer=-1, tie_word_embeddings=True)
+        image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        tie_word_embeddings=True,
+    )
     model = seeded_init(lambda: LlavaForConditionalGeneration(config), VISION_SEED)
     state = text_model.model.state_dict()
     embed = state["embed_tokens.weight"]  # (V, D)
@@ -97,8 +120,7 @@ def load_tiny_vlm(*, dtype: torch.dtype, device: str) -> LoadedPolicy:
     """`tiny-vlm`: `tiny` plus the vision tower, identical on every call."""
     tiny = load_tiny(dtype=torch.float32, device="cpu")
     model, processor = compose(tiny.model, tiny.tokenizer)
-    return LoadedPolicy(place(model, dtype=dtype, device=device), processor.tokenizer, processor,
-                        "tiny-vlm", True)
+    return LoadedPolicy(place(model, dtype=dtype, device=device), processor.tokenizer, processor, "tiny-vlm", True)
 
 
 def _build_smollm2_vlm(out: Path) -> None:

@@ -5,6 +5,7 @@ Rates are printed by wall clock and by process CPU time (the dev box is shared, 
 figures drop under load). Targets on the 2-core dev box: text reset+step >= 5,000 episodes/s,
 image reset (1200x1200) >= 100/s.
 """
+
 import time
 
 import gymnasium as gym

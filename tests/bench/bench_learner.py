@@ -8,6 +8,7 @@ TFLOP/s (6 x params x tokens/s, attention ignored) against the card's dense bf16
     make bench                                            # all benchmarks
     .venv/bin/python -m pytest tests/bench/bench_learner.py -s -p no:cacheprovider
 """
+
 import time
 
 import pytest
@@ -26,9 +27,13 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, 
 
 def sft_batch(n_samples: int, prompt_len: int, output_len: int) -> list[Sample]:
     generator = torch.Generator().manual_seed(0)
-    return [Sample(torch.randint(3, 49000, (prompt_len,), generator=generator).tolist(),
-                   torch.randint(3, 49000, (output_len,), generator=generator).tolist())
-            for _ in range(n_samples)]
+    return [
+        Sample(
+            torch.randint(3, 49000, (prompt_len,), generator=generator).tolist(),
+            torch.randint(3, 49000, (output_len,), generator=generator).tolist(),
+        )
+        for _ in range(n_samples)
+    ]
 
 
 def state_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -36,8 +41,9 @@ def state_bytes(state: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in {id(t): t for t in state.values()}.values())
 
 
-def measure(world_size: int, config: LearnerConfig, samples: list[Sample], *, steps: int,
-            resources: dict[str, float]) -> dict[str, float]:
+def measure(
+    world_size: int, config: LearnerConfig, samples: list[Sample], *, steps: int, resources: dict[str, float]
+) -> dict[str, float]:
     """Warm-up step, then `steps` timed SFT steps and one timed weight export."""
     group = LearnerGroup(world_size, config, resources_per_rank=resources)
     try:
@@ -51,36 +57,43 @@ def measure(world_size: int, config: LearnerConfig, samples: list[Sample], *, st
     n_bytes = state_bytes(state)
     n_params = sum(t.numel() for t in {id(t): t for t in state.values()}.values())
     tokens_per_s = sum(m["perf/tokens_per_s"] for m in metrics) / len(metrics)
-    return {"world_size": world_size, "tokens_per_s": tokens_per_s,
-            "step_s": sum(m["perf/step_s"] for m in metrics) / len(metrics),
-            "peak_rank_gb": max(m["mem/peak_rank_gb"] for m in metrics),
-            "export_s": export_s, "export_gb": n_bytes / 1e9,
-            "export_gb_per_s": n_bytes / 1e9 / export_s,
-            "tflops": 6 * n_params * tokens_per_s / 1e12, "loss": metrics[-1]["loss/sft"]}
+    return {
+        "world_size": world_size,
+        "tokens_per_s": tokens_per_s,
+        "step_s": sum(m["perf/step_s"] for m in metrics) / len(metrics),
+        "peak_rank_gb": max(m["mem/peak_rank_gb"] for m in metrics),
+        "export_s": export_s,
+        "export_gb": n_bytes / 1e9,
+        "export_gb_per_s": n_bytes / 1e9 / export_s,
+        "tflops": 6 * n_params * tokens_per_s / 1e12,
+        "loss": metrics[-1]["loss/sft"],
+    }
 
 
 def report(title: str, rows: list[dict[str, float]], peak_tflops: float | None = None) -> None:
     print(f"\n{title}")
-    print(f"{'ranks':>5} {'tokens/s':>10} {'step s':>8} {'peak GB/rank':>13} {'export s':>9} "
-          f"{'export GB':>10} {'GB/s':>6} {'TFLOP/s':>8} {'MFU':>6}")
+    print(
+        f"{'ranks':>5} {'tokens/s':>10} {'step s':>8} {'peak GB/rank':>13} {'export s':>9} "
+        f"{'export GB':>10} {'GB/s':>6} {'TFLOP/s':>8} {'MFU':>6}"
+    )
     for r in rows:
         mfu = f"{r['tflops'] / peak_tflops:6.1%}" if peak_tflops else "   n/a"
-        print(f"{r['world_size']:>5} {r['tokens_per_s']:>10.1f} {r['step_s']:>8.2f} "
-              f"{r['peak_rank_gb']:>13.2f} {r['export_s']:>9.2f} {r['export_gb']:>10.3f} "
-              f"{r['export_gb_per_s']:>6.2f} {r['tflops']:>8.4f} {mfu}")
+        print(
+            f"{r['world_size']:>5} {r['tokens_per_s']:>10.1f} {r['step_s']:>8.2f} "
+            f"{r['peak_rank_gb']:>13.2f} {r['export_s']:>9.2f} {r['export_gb']:>10.3f} "
+            f"{r['export_gb_per_s']:>6.2f} {r['tflops']:>8.4f} {mfu}"
+        )
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=2, num_gpus=torch.cuda.device_count(), include_dashboard=False,
-             log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
 
 def test_cpu_sft_throughput_and_export(ray_cluster):
-    config = LearnerConfig(model=MODEL, algo="sft", lr=1e-5, dtype="float32",
-                           micro_batch_tokens=1024)
+    config = LearnerConfig(model=MODEL, algo="sft", lr=1e-5, dtype="float32", micro_batch_tokens=1024)
     samples = sft_batch(4, prompt_len=160, output_len=96)  # 1024 tokens per step
     rows = [measure(n, config, samples, steps=2, resources={"CPU": 1}) for n in (1, 2)]
     report(f"SFT {MODEL} on CPU, ZeRO-3 fp32, {len(samples)} x 256 tokens per step", rows)
@@ -102,8 +115,10 @@ def test_cpu_gather_without_ray():
         times.append(time.perf_counter() - start)
         n_bytes = state_bytes(state)
     best = min(times)
-    print(f"\ngather {MODEL} (ZeRO-3, 1 rank, no Ray): {best:.2f} s for {n_bytes / 1e9:.3f} GB "
-          f"= {n_bytes / 1e9 / best:.2f} GB/s")
+    print(
+        f"\ngather {MODEL} (ZeRO-3, 1 rank, no Ray): {best:.2f} s for {n_bytes / 1e9:.3f} GB "
+        f"= {n_bytes / 1e9 / best:.2f} GB/s"
+    )
     assert n_bytes > 0
 
 
@@ -111,8 +126,7 @@ def test_cpu_gather_without_ray():
 def test_gpu_bf16_sft_throughput_and_export(ray_cluster):
     name = torch.cuda.get_device_name(0)
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    config = LearnerConfig(model=MODEL, algo="sft", lr=1e-5, dtype="bfloat16",
-                           micro_batch_tokens=16384)
+    config = LearnerConfig(model=MODEL, algo="sft", lr=1e-5, dtype="bfloat16", micro_batch_tokens=16384)
     samples = sft_batch(32, prompt_len=384, output_len=128)  # 16384 tokens per step
     sizes = [n for n in (1, 2) if n <= torch.cuda.device_count()]
     rows = [measure(n, config, samples, steps=5, resources={"CPU": 1, "GPU": 1}) for n in sizes]

@@ -5,6 +5,7 @@ actors spent waiting on generation (goal >= 80%: envs and orchestration cost lit
 and generated tokens/s. The first iteration includes warm-up (first batches, allocator growth).
 Run: `make bench`, or `.venv/bin/python -m pytest tests/bench/bench_rl_iteration.py -s`.
 """
+
 import pytest
 
 from cluster.config import CONFIG_DIR, load_config
@@ -22,12 +23,23 @@ def test_rl_iteration_phases_on_cpu(tmp_path):
         rows = [session.trainer.iteration() for _ in range(ITERATIONS)]
     finally:
         session.close()
-    print(f"\nRL iteration, {config.learner.model} on {config.env.task}, CPU: "
-          f"{config.rollout.episodes_per_iteration} episodes, {config.rollout.n_actors} actors x "
-          f"{config.rollout.envs_per_actor} envs, max_new_tokens {config.rollout.sampling.max_new_tokens}")
-    keys = ["time/rollout_s", "time/learn_s", "time/weight_sync_s", "rollout/generation_share",
-            "rollout/server_queue_s_mean", "rollout/server_generate_s_mean",
-            "perf/episodes_per_s", "perf/rollout_tokens_per_s", "rollout/tokens_generated", "rollout/samples"]
+    print(
+        f"\nRL iteration, {config.learner.model} on {config.env.task}, CPU: "
+        f"{config.rollout.episodes_per_iteration} episodes, {config.rollout.n_actors} actors x "
+        f"{config.rollout.envs_per_actor} envs, max_new_tokens {config.rollout.sampling.max_new_tokens}"
+    )
+    keys = [
+        "time/rollout_s",
+        "time/learn_s",
+        "time/weight_sync_s",
+        "rollout/generation_share",
+        "rollout/server_queue_s_mean",
+        "rollout/server_generate_s_mean",
+        "perf/episodes_per_s",
+        "perf/rollout_tokens_per_s",
+        "rollout/tokens_generated",
+        "rollout/samples",
+    ]
     print(f"{'metric':28s}" + "".join(f"{'iter ' + str(i + 1):>12s}" for i in range(len(rows))))
     for key in keys:
         print(f"{key:28s}" + "".join(f"{row[key]:12.3f}" for row in rows))

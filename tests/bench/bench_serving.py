@@ -10,6 +10,7 @@ Throughput counts generated tokens (seeded sampling makes every mode generate th
 
     .venv/bin/python -m pytest tests/bench/bench_serving.py -s -p no:cacheprovider
 """
+
 import asyncio
 import socket
 import statistics
@@ -34,8 +35,15 @@ N_PAIRS = 8  # batch-1 requests timed in-process and over HTTP in turn (paired r
 
 
 def _bodies() -> list[dict]:
-    return [{"messages": [{"role": "user", "content": f"Tell me fact number {i} about the sea."}],
-             "max_new_tokens": NEW_TOKENS, "temperature": 1.0, "seed": i} for i in range(N_REQUESTS)]
+    return [
+        {
+            "messages": [{"role": "user", "content": f"Tell me fact number {i} about the sea."}],
+            "max_new_tokens": NEW_TOKENS,
+            "temperature": 1.0,
+            "seed": i,
+        }
+        for i in range(N_REQUESTS)
+    ]
 
 
 def _tokens(replies) -> int:
@@ -44,8 +52,9 @@ def _tokens(replies) -> int:
 
 def _local_requests(policy) -> list[GenerationRequest]:
     """The bodies as in-process requests: the same prompt ids and seeds, so the same tokens come out."""
-    return [GenerationRequest(encode_prompt(policy, b["messages"]).input_ids, NEW_TOKENS, seed=b["seed"])
-            for b in _bodies()]
+    return [
+        GenerationRequest(encode_prompt(policy, b["messages"]).input_ids, NEW_TOKENS, seed=b["seed"]) for b in _bodies()
+    ]
 
 
 def _local_batched(policy, requests: list[GenerationRequest]) -> float:
@@ -56,7 +65,8 @@ def _local_batched(policy, requests: list[GenerationRequest]) -> float:
 
 def _paired_batch_one(policy, requests: list[GenerationRequest], url: str) -> tuple[list[float], float]:
     """Each of the first N_PAIRS requests in-process, then over HTTP, in turn; returns the per-pair
-    HTTP/in-process throughput ratios and the HTTP sequential rate (tok/s)."""
+    HTTP/in-process throughput ratios and the HTTP sequential rate (tok/s).
+    """
     ratios, tokens, http_s = [], 0, 0.0
     with httpx.Client(timeout=600) as client:
         for request, body in zip(requests[:N_PAIRS], _bodies()):
@@ -95,7 +105,9 @@ def _swap(handle, weights: dict, version: int) -> SwapTiming:
     ref = ray.put(weights)
     reports: list[dict] = []
     start = time.perf_counter()
-    broadcast = threading.Thread(target=lambda: reports.extend(handle.broadcast("load_weights", ref, version).results()))
+    broadcast = threading.Thread(
+        target=lambda: reports.extend(handle.broadcast("load_weights", ref, version).results())
+    )
     broadcast.start()
     while {info["version"] for info in handle.broadcast("info").results()} != {version}:
         time.sleep(0.05)
@@ -122,8 +134,16 @@ def test_batching_gain_and_service_overhead(root):
     policy = load_policy(MODEL)
     requests = _local_requests(policy)
     generate_batch(policy, requests[:2])  # warm-up
-    config = ServingConfig(model=MODEL, app_name="bench", route_prefix="/bench", num_cpus_per_replica=THREADS,
-                           torch_threads=THREADS, max_batch_size=N_REQUESTS, batch_wait_timeout_s=0.1, batch_max_wait_s=1.0)
+    config = ServingConfig(
+        model=MODEL,
+        app_name="bench",
+        route_prefix="/bench",
+        num_cpus_per_replica=THREADS,
+        torch_threads=THREADS,
+        max_batch_size=N_REQUESTS,
+        batch_wait_timeout_s=0.1,
+        batch_max_wait_s=1.0,
+    )
     handle = serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
     url = root + config.route_prefix
     handle.generate.remote(_bodies()[0]).result()  # warm-up
@@ -139,23 +159,32 @@ def test_batching_gain_and_service_overhead(root):
     info = handle.info.remote().result()
     serve.delete(config.app_name)
     print(f"\n[bench_serving] {MODEL}, {NEW_TOKENS} new tokens, {N_REQUESTS} requests, {THREADS} torch threads, CPU")
-    print(f"  in-process  : batch {N_REQUESTS} {local_batched:.1f} tok/s (mean of the runs before and after HTTP, handle)")
-    print(f"  HTTP        : sequential {http_sequential:.1f} tok/s, {N_REQUESTS} concurrent {http_batched:.1f} tok/s "
-          f"({batches[1] - batches[0]} batches)")
+    print(
+        f"  in-process  : batch {N_REQUESTS} {local_batched:.1f} tok/s (mean of the runs before and after HTTP, handle)"
+    )
+    print(
+        f"  HTTP        : sequential {http_sequential:.1f} tok/s, {N_REQUESTS} concurrent {http_batched:.1f} tok/s "
+        f"({batches[1] - batches[0]} batches)"
+    )
     print(f"  handle      : {N_REQUESTS} concurrent {handle_batched:.1f} tok/s ({batches[2] - batches[1]} batches)")
     print(f"  batching gain (HTTP concurrent / sequential): {http_batched / http_sequential:.2f}x (target >= 4)")
-    print(f"  service overhead, batch {N_REQUESTS}: HTTP {http_batched / local_batched:.2f}, "
-          f"handle {handle_batched / local_batched:.2f} (target >= 0.85)")
-    print(f"  service overhead, batch 1, {N_PAIRS} paired requests: HTTP median {statistics.median(ratios):.2f} "
-          f"(min {min(ratios):.2f}, max {max(ratios):.2f}) (target >= 0.85)")
+    print(
+        f"  service overhead, batch {N_REQUESTS}: HTTP {http_batched / local_batched:.2f}, "
+        f"handle {handle_batched / local_batched:.2f} (target >= 0.85)"
+    )
+    print(
+        f"  service overhead, batch 1, {N_PAIRS} paired requests: HTTP median {statistics.median(ratios):.2f} "
+        f"(min {min(ratios):.2f}, max {max(ratios):.2f}) (target >= 0.85)"
+    )
     print(f"  memory, 1 replica: resident {info['rss_mb']:.0f} MiB, private (USS) {info['private_mb']:.0f} MiB")
     assert http_batched > 0 and http_sequential > 0
 
 
 @pytest.mark.timeout(1800)
 def test_weight_swap_two_replicas(root):
-    config = ServingConfig(model=MODEL, app_name="swap", route_prefix="/swap", num_replicas=2,
-                           num_cpus_per_replica=1, torch_threads=1)
+    config = ServingConfig(
+        model=MODEL, app_name="swap", route_prefix="/swap", num_replicas=2, num_cpus_per_replica=1, torch_threads=1
+    )
     handle = serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
     weights = {name: tensor.clone() for name, tensor in load_policy(MODEL).model.state_dict().items()}
     size_gb = sum(t.numel() * t.element_size() for t in weights.values()) / 1e9
@@ -165,9 +194,11 @@ def test_weight_swap_two_replicas(root):
     serve.delete(config.app_name)
     print(f"\n[bench_serving] weight swap, 2 replicas, {size_gb:.2f} GB state dict (fp32)")
     for label, timing in (("first", first), ("second", second)):
-        print(f"  {label} swap: {timing.served_s:.2f} s until both serve the new version "
-              f"({2 * size_gb / timing.served_s:.2f} GB/s into 2 replicas); broadcast returned after "
-              f"{timing.returned_s:.2f} s (incl. publishing to the registry); in-place copy {timing.copy_s:.2f} s")
+        print(
+            f"  {label} swap: {timing.served_s:.2f} s until both serve the new version "
+            f"({2 * size_gb / timing.served_s:.2f} GB/s into 2 replicas); broadcast returned after "
+            f"{timing.returned_s:.2f} s (incl. publishing to the registry); in-place copy {timing.copy_s:.2f} s"
+        )
     memory = ", ".join(f"resident {info['rss_mb']:.0f} MiB / private {info['private_mb']:.0f} MiB" for info in infos)
     print(f"  memory per replica after the swaps (resident counts shared object-store pages): {memory}")
     assert {info["version"] for info in infos} == {2}

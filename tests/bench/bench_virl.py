@@ -4,6 +4,7 @@ Run: `make bench` or `.venv/bin/python -m pytest tests/bench/bench_virl.py -s`.
 Rates are printed by wall clock and by process CPU time (the dev box is shared). Targets: text
 steps with the oracle >= 5,000/s; pictures at the default size (2x2 views of 320 px) >= 50/s.
 """
+
 import time
 
 import gymnasium as gym
@@ -29,8 +30,10 @@ def test_city_generation_time():
     start = time.perf_counter()
     cities = [generate_city(seed) for seed in range(100, 120)]
     elapsed = (time.perf_counter() - start) / len(cities)
-    print(f"\ncity generation (8x8 intersections, ~{np.mean([len(c.places) for c in cities]):.0f} places): "
-          f"{elapsed * 1e3:.2f} ms per city")
+    print(
+        f"\ncity generation (8x8 intersections, ~{np.mean([len(c.places) for c in cities]):.0f} places): "
+        f"{elapsed * 1e3:.2f} ms per city"
+    )
     city = cities[0]
     start = time.perf_counter()
     for seed in range(200):
@@ -52,8 +55,10 @@ def _oracle_steps(env, n: int) -> int:
 
 
 def test_text_steps_with_oracle():
-    for label, env in [("unwrapped", gym.make("sftrl/VIRL-v0").unwrapped),
-                       ("gymnasium.make", gym.make("sftrl/VIRL-v0"))]:
+    for label, env in [
+        ("unwrapped", gym.make("sftrl/VIRL-v0").unwrapped),
+        ("gymnasium.make", gym.make("sftrl/VIRL-v0")),
+    ]:
         _oracle_steps(env, 500)  # warm-up
         rate = _rate(10_000, lambda n: _oracle_steps(env, n), "steps")
         print(f"\ntext steps with the oracle answer, resets included ({label}): {rate}")
@@ -61,8 +66,11 @@ def test_text_steps_with_oracle():
 
 def test_pictures_per_second_default_size():
     city = generate_city(0)
-    views = [p.view for seed in range(30)
-             for p in synthetic_route(city, np.random.default_rng(seed), np.random.default_rng(seed)).points]
+    views = [
+        p.view
+        for seed in range(30)
+        for p in synthetic_route(city, np.random.default_rng(seed), np.random.default_rng(seed)).points
+    ]
     render._background.cache_clear()
     start = time.perf_counter()
     for style in STYLES.values():

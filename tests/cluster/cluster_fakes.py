@@ -4,6 +4,7 @@ FakeEnv: seed even -> the first answer "0" is right (one turn, +1). Seed odd -> 
 feedback "wrong"), and the policy's second answer "1" is right (+1). FakePolicy answers "1" when
 the last user message says "wrong", else "0" — so odd seeds take two turns.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,12 +29,20 @@ class FakeEnv:
     def step(self, text: str):
         self._attempt += 1
         success = text == self._answer
-        info = {"success": success, "variant": self.variant, "attempt": self._attempt,
-                "cards": ["A", "2"], "actions": self._attempt, "correct_actions": int(success)}
+        info = {
+            "success": success,
+            "variant": self.variant,
+            "attempt": self._attempt,
+            "cards": ["A", "2"],
+            "actions": self._attempt,
+            "correct_actions": int(success),
+        }
         if success or self._attempt >= self.max_turns:
             return {"messages": self._messages}, (1.0 if success else -1.0), success, not success, info
-        self._messages = self._messages + [{"role": "assistant", "content": text},
-                                           {"role": "user", "content": "wrong, try again"}]
+        self._messages = self._messages + [
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": "wrong, try again"},
+        ]
         return {"messages": list(self._messages)}, -1.0, False, False, info
 
 
@@ -59,9 +68,15 @@ class FakePolicy:
         last = request["messages"][-1]["content"]
         text = "1" if "wrong" in last else "0"
         prompt = [len(m["content"]) for m in request["messages"]]
-        return {"text": text, "prompt_token_ids": prompt, "output_token_ids": [int(text) + 10, 2],
-                "logprobs": [-0.5, -0.1], "finish_reason": "stop", "policy_version": self.version,
-                "timing": {"queue_s": 0.125, "generate_s": 0.25}}
+        return {
+            "text": text,
+            "prompt_token_ids": prompt,
+            "output_token_ids": [int(text) + 10, 2],
+            "logprobs": [-0.5, -0.1],
+            "finish_reason": "stop",
+            "policy_version": self.version,
+            "timing": {"queue_s": 0.125, "generate_s": 0.25},
+        }
 
 
 class FakeLearner:
@@ -133,8 +148,9 @@ class InProcessFleet:
 
         self.collected.append(list(requests))
         batch = asyncio.run(self.worker.run_episodes(requests, sampling))
-        return CollectResult(episodes=batch.episodes, dropped=0, failed_actors=0,
-                             actor_wall_s=[batch.wall_s], env_s=batch.env_s)
+        return CollectResult(
+            episodes=batch.episodes, dropped=0, failed_actors=0, actor_wall_s=[batch.wall_s], env_s=batch.env_s
+        )
 
     def shutdown(self):
         pass

@@ -1,4 +1,5 @@
 """Episodes -> learner samples: GRPO groups, PPO GAE over turns, staleness; token ids untouched."""
+
 import numpy as np
 import pytest
 
@@ -8,13 +9,26 @@ from learner.advantages import gae_over_turns
 
 
 def _turn(reward, version=0, out=(5, 6)):
-    return Turn(prompt_ids=[1, 2, 3], output_ids=list(out), logprobs=[-0.1] * len(out), reward=reward,
-                policy_version=version, text="x", finish_reason="stop")
+    return Turn(
+        prompt_ids=[1, 2, 3],
+        output_ids=list(out),
+        logprobs=[-0.1] * len(out),
+        reward=reward,
+        policy_version=version,
+        text="x",
+        finish_reason="stop",
+    )
 
 
 def _episode(seed, group, rewards, *, version=0, image=None):
-    return Episode(seed=seed, group=group, variant="id", success=rewards[-1] > 0,
-                   turns=[_turn(r, version) for r in rewards], image=image)
+    return Episode(
+        seed=seed,
+        group=group,
+        variant="id",
+        success=rewards[-1] > 0,
+        turns=[_turn(r, version) for r in rewards],
+        image=image,
+    )
 
 
 def test_grpo_gives_every_turn_its_episodes_group_advantage():

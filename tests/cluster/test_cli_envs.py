@@ -1,4 +1,5 @@
 """`sftrl data ENV` and `sftrl play ENV` through typer's CliRunner."""
+
 import json
 
 import gymnasium as gym
@@ -11,6 +12,7 @@ from cluster.cli_envs import ENVS, gp_typed_answer
 
 runner = CliRunner()
 
+
 def test_data_gp_writes_n_valid_records(tmp_path):
     out = tmp_path / "gp_l_sft.jsonl"
     result = runner.invoke(app, ["data", "gp", "--variant", "id", "--modality", "text", "--n", "25", "--seed", "0",
@@ -22,6 +24,7 @@ def test_data_gp_writes_n_valid_records(tmp_path):
         assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant"]
         assert json.loads(record["messages"][-1]["content"])["formula"]
 
+
 def test_data_gp_image_writes_pictures_and_accepts_env_settings(tmp_path):
     out = tmp_path / "vl.jsonl"
     result = runner.invoke(app, ["data", "gp", "--variant", "visual_ood", "--modality", "image", "--n", "2",
@@ -31,12 +34,14 @@ def test_data_gp_image_writes_pictures_and_accepts_env_settings(tmp_path):
         (path,) = json.loads(line)["images"]
         assert Image.open(out.parent / path).size == (300, 200)
 
+
 def test_data_rejects_unknown_env_and_bad_arguments(tmp_path):
     assert runner.invoke(app, ["data", "chess", "--out", str(tmp_path / "x.jsonl")]).exit_code != 0
     result = runner.invoke(app, ["data", "gp", "--variant", "visual_ood", "--modality", "text",
                                  "--out", str(tmp_path / "x.jsonl")])  # fmt: skip
     assert result.exit_code != 0 and "visual_ood" in result.output
     assert runner.invoke(app, ["data", "gp", "--set", "target", "--out", str(tmp_path / "x.jsonl")]).exit_code != 0
+
 
 def test_play_gp_with_piped_input_reports_feedback_and_success(tmp_path):
     picture = tmp_path / "hand.png"
@@ -55,11 +60,13 @@ def test_play_gp_with_piped_input_reports_feedback_and_success(tmp_path):
     assert "success" in result.output and "episode over" in result.output
     assert np.asarray(Image.open(picture)).shape == (1200, 1200, 3)
 
+
 def test_play_ends_after_max_attempts_and_on_end_of_input():
     result = runner.invoke(app, ["play", "gp", "--seed", "2", "--set", "max_attempts=2"], input="1\n2\n")
     assert result.exit_code == 0, result.output
     assert "episode over after 2 attempts" in result.output
     assert "(end of input)" in runner.invoke(app, ["play", "gp", "--episodes", "2"], input="1\n").output
+
 
 def test_gp_typed_answer_wraps_a_formula_and_keeps_json():
     info = {"cards": ["3", "3", "8", "8"], "numbers": [3, 3, 8, 8]}

@@ -1,4 +1,5 @@
 """The `sftrl` console script is installed and answers --help."""
+
 import subprocess
 import sys
 from pathlib import Path

@@ -1,4 +1,5 @@
 """`sftrl train | eval | plot` argument handling (CliRunner; nothing heavy starts)."""
+
 from typer.testing import CliRunner
 
 from cluster.cli import app
@@ -30,8 +31,9 @@ def test_plot_of_a_non_run_directory_says_why(tmp_path):
 
 
 def test_train_rejects_a_bad_override_before_starting_anything(tmp_path):
-    result = runner.invoke(app, ["train", "--config", "cluster/configs/tiny.yaml", "--run-dir", str(tmp_path),
-                                 "learner.lrr=1"])
+    result = runner.invoke(
+        app, ["train", "--config", "cluster/configs/tiny.yaml", "--run-dir", str(tmp_path), "learner.lrr=1"]
+    )
     assert result.exit_code == 2
     assert "learner has no field 'lrr'" in result.output
     assert not (tmp_path / "config.yaml").exists()

@@ -1,4 +1,5 @@
 """The config tree: shipped YAMLs validate, dotted overrides apply, bad input names key and fix."""
+
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,16 @@ def test_shipped_configs_validate(name):
 
 
 def test_overrides_are_typed_and_nested():
-    config = load_config(CONFIG_DIR / "tiny.yaml", [
-        "learner.lr=1e-6", "run.iterations=5", "eval.greedy=false", "env.kwargs.target=10",
-        "rollout.sampling.max_new_tokens=7",
-    ])
+    config = load_config(
+        CONFIG_DIR / "tiny.yaml",
+        [
+            "learner.lr=1e-6",
+            "run.iterations=5",
+            "eval.greedy=false",
+            "env.kwargs.target=10",
+            "rollout.sampling.max_new_tokens=7",
+        ],
+    )
     assert config.learner.lr == 1e-6
     assert config.run.iterations == 5
     assert config.eval.greedy is False
@@ -37,19 +44,22 @@ def test_paper_arms_differ_only_in_the_update_rule():
     assert (sft.learner.algo, rl.learner.algo) == ("sft", "ppo")
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("learner.lrr=1", "learner has no field 'lrr'"),
-    ("rnu.seed=1", "the top level has no field 'rnu'"),
-    ("learner=3", "names a whole section"),
-    ("run.seed.x=1", "'seed' is not a section"),
-    ("no_equals_sign", "is not key=value"),
-    ("rollout.sampling.temperature=-1", "rollout.sampling.temperature"),
-    ("learner.algo=dpo", "learner.algo"),
-    ("learner.model=smollm2-135m", "set both to the same name"),
-    ("env.kwargs.variant=rule_ood", "driver chooses per task"),
-    ("rollout.episodes_per_iteration=5", "not a multiple of rollout.group_size=2"),
-    ("rollout.group_size=1", "learner.algo='grpo' needs groups"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("learner.lrr=1", "learner has no field 'lrr'"),
+        ("rnu.seed=1", "the top level has no field 'rnu'"),
+        ("learner=3", "names a whole section"),
+        ("run.seed.x=1", "'seed' is not a section"),
+        ("no_equals_sign", "is not key=value"),
+        ("rollout.sampling.temperature=-1", "rollout.sampling.temperature"),
+        ("learner.algo=dpo", "learner.algo"),
+        ("learner.model=smollm2-135m", "set both to the same name"),
+        ("env.kwargs.variant=rule_ood", "driver chooses per task"),
+        ("rollout.episodes_per_iteration=5", "not a multiple of rollout.group_size=2"),
+        ("rollout.group_size=1", "learner.algo='grpo' needs groups"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(CONFIG_DIR / "tiny.yaml", [override])
@@ -79,8 +89,9 @@ def test_dumped_config_reloads_identically_and_holds_no_secret(tmp_path, monkeyp
     dump_config(config, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
     assert "sk-secret" not in text and "api_key" not in text
-    assert validate_config(yaml.safe_load(text)).model_dump(exclude={"serving": {"api_key"}}) == \
-        config.model_dump(exclude={"serving": {"api_key"}})
+    assert validate_config(yaml.safe_load(text)).model_dump(exclude={"serving": {"api_key"}}) == config.model_dump(
+        exclude={"serving": {"api_key"}}
+    )
 
 
 def test_defaults_need_matching_models():

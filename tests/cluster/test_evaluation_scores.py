@@ -1,14 +1,23 @@
 """Evaluation scoring, files and table (no Ray: a fleet running one worker in-process)."""
+
 import csv
 import json
 
+from cluster_fakes import FakeEnv, FakePolicy, InProcessFleet
 from rich.console import Console
 
 from cluster.config import EnvConfig, EvalConfig, SamplingConfig
-from cluster.evaluation import (VariantResult, cards_recognised, eval_requests, eval_sampling, evaluate,
-                                render_table, score_variant, variant_metrics)
+from cluster.evaluation import (
+    VariantResult,
+    cards_recognised,
+    eval_requests,
+    eval_sampling,
+    evaluate,
+    render_table,
+    score_variant,
+    variant_metrics,
+)
 from cluster.rollout import Episode, RolloutWorker, Turn
-from cluster_fakes import FakeEnv, FakePolicy, InProcessFleet
 from envs.seeds import EVAL_SEEDS, TRAIN_SEEDS
 
 
@@ -31,16 +40,22 @@ def test_greedy_sets_temperature_zero_and_keeps_the_token_budget():
 
 
 def test_success_and_first_attempt_success():
-    episodes = [_ep([5.0], success=True), _ep([-1.0, 5.0], success=True), _ep([-1.0, -1.0], success=False),
-                _ep([-3.0], success=False)]
+    episodes = [
+        _ep([5.0], success=True),
+        _ep([-1.0, 5.0], success=True),
+        _ep([-1.0, -1.0], success=False),
+        _ep([-3.0], success=False),
+    ]
     result = score_variant("id", episodes, task="gp-l")
     assert (result.success, result.first_attempt_success) == (0.5, 0.25)
     assert result.step_accuracy is None and result.card_accuracy is None
 
 
 def test_virl_step_accuracy_pools_actions():
-    episodes = [_ep([1.0], success=True, info={"actions": 4, "correct_actions": 4}),
-                _ep([-1.0], success=False, info={"actions": 6, "correct_actions": 2})]
+    episodes = [
+        _ep([1.0], success=True, info={"actions": 4, "correct_actions": 4}),
+        _ep([-1.0], success=False, info={"actions": 6, "correct_actions": 2}),
+    ]
     assert score_variant("id", episodes, task="virl-l").step_accuracy == 0.6
 
 
@@ -55,8 +70,9 @@ def test_gp_vl_card_recognition_compares_multisets():
 
 def test_evaluate_writes_jsonl_csv_and_metrics(tmp_path):
     worker = RolloutWorker(EnvConfig(task="gp-vl"), FakePolicy(), envs_per_actor=2, make_env=FakeEnv)
-    results = evaluate(InProcessFleet(worker), EnvConfig(task="gp-vl"), EvalConfig(episodes_per_variant=3),
-                       out_dir=tmp_path)
+    results = evaluate(
+        InProcessFleet(worker), EnvConfig(task="gp-vl"), EvalConfig(episodes_per_variant=3), out_dir=tmp_path
+    )
     assert [r.variant for r in results] == ["id", "rule_ood", "visual_ood"]
     lines = (tmp_path / "episodes_visual_ood.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[0])["turns"][0]["text"] == "0"

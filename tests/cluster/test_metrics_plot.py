@@ -1,4 +1,5 @@
 """metrics.jsonl + TensorBoard logging, and `plot_run` PNGs."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """Progress bars: drawn on a terminal with the done/total counts, silent elsewhere."""
+
 import io
 
 from rich.console import Console

@@ -1,13 +1,13 @@
 """RolloutFleet on real Ray actors: fan-out, whole groups per actor, crash -> dropped + replaced."""
 
+import cluster_fakes
 import pytest
 import ray
+from cluster_fakes import FakePolicy, crash_once_worker_cls, fake_env_worker_cls
 
-import cluster_fakes
 from cluster.config import EnvConfig, RolloutConfig, SamplingConfig
 from cluster.fleet import RolloutFleet, split_by_group
 from cluster.rollout import EpisodeRequest
-from cluster_fakes import FakePolicy, crash_once_worker_cls, fake_env_worker_cls
 
 # Ray workers cannot import the tests folder: ship the fakes by value.
 ray.cloudpickle.register_pickle_by_value(cluster_fakes)
@@ -34,8 +34,14 @@ def ray_cluster():
 
 
 def _fleet(worker_cls, n_actors=2, probe_timeout_s=30.0):
-    config = RolloutConfig(n_actors=n_actors, envs_per_actor=2, episodes_per_iteration=8, group_size=2,
-                           num_cpus_per_actor=0.1, probe_timeout_s=probe_timeout_s)
+    config = RolloutConfig(
+        n_actors=n_actors,
+        envs_per_actor=2,
+        episodes_per_iteration=8,
+        group_size=2,
+        num_cpus_per_actor=0.1,
+        probe_timeout_s=probe_timeout_s,
+    )
     return RolloutFleet.launch(EnvConfig(task="gp-l"), FakePolicy(version=1), config, worker_cls=worker_cls)
 
 

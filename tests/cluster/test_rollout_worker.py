@@ -1,11 +1,12 @@
 """RolloutWorker: concurrent episodes, sequential revision, token-in/token-out records (no Ray)."""
+
 import asyncio
 
 import numpy as np
+from cluster_fakes import FakeEnv, FakePolicy
 
 from cluster.config import EnvConfig, SamplingConfig
 from cluster.rollout import EpisodeRequest, RolloutWorker, encode_png_base64, json_safe
-from cluster_fakes import FakeEnv, FakePolicy
 
 
 def _worker(policy, *, envs_per_actor=2, made=None):
@@ -59,8 +60,9 @@ def test_envs_are_reused_per_variant_up_to_k():
 def test_apply_awaits_coroutines_for_the_actor_manager():
     worker = _worker(FakePolicy())
     assert asyncio.run(worker.apply(lambda w: w.ping())) == "pong"
-    batch = asyncio.run(worker.apply(lambda w, r, s: w.run_episodes(r, s), [EpisodeRequest(0, 0, "id")],
-                                     SamplingConfig()))
+    batch = asyncio.run(
+        worker.apply(lambda w, r, s: w.run_episodes(r, s), [EpisodeRequest(0, 0, "id")], SamplingConfig())
+    )
     assert len(batch.episodes) == 1
 
 

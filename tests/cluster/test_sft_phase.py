@@ -1,4 +1,5 @@
 """SFT samples from oracle turns: the prompt ids are the server's, the output ids end in eos."""
+
 import pytest
 
 from cluster.config import EnvConfig
@@ -13,8 +14,10 @@ def tiny():
 
 
 def test_sample_is_prompt_then_answer_through_eos(tiny):
-    messages = [{"role": "user", "content": "cards: 3 3 8 8"},
-                {"role": "assistant", "content": '{"formula": "8/(3-8/3)"}'}]
+    messages = [
+        {"role": "user", "content": "cards: 3 3 8 8"},
+        {"role": "assistant", "content": '{"formula": "8/(3-8/3)"}'},
+    ]
     sample = sft_sample(tiny, messages)
     assert sample.prompt_ids == encode_prompt(tiny, messages[:-1]).input_ids
     assert sample.output_ids[-1] in tiny.eos_token_ids

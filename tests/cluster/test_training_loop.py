@@ -1,13 +1,14 @@
 """The Trainer's control flow with fakes: SFT, RL iterations, versions, eval, checkpoints, resume."""
+
 import json
 
 import pytest
+from cluster_fakes import FakeEnv, FakeLearner, FakePolicy, FakeServer, InProcessFleet
 
 from cluster.config import CONFIG_DIR, load_config
 from cluster.loop import STATE_FILE, Trainer, newest_checkpoint
 from cluster.metrics import read_metrics
 from cluster.rollout import RolloutWorker
-from cluster_fakes import FakeEnv, FakeLearner, FakePolicy, FakeServer, InProcessFleet
 from learner.batch import Sample
 
 
@@ -16,8 +17,15 @@ def _trainer(run_dir, overrides=(), learner=None):
     policy = FakePolicy()
     worker = RolloutWorker(config.env, policy, envs_per_actor=2, make_env=FakeEnv)
     sft = [Sample(prompt_ids=[1, 2], output_ids=[3, i + 4]) for i in range(3)]
-    return Trainer(config, run_dir, learner=learner or FakeLearner(), policy=FakeServer(policy),
-                   fleet=InProcessFleet(worker), sft_samples=lambda n: sft, say=lambda line: None)
+    return Trainer(
+        config,
+        run_dir,
+        learner=learner or FakeLearner(),
+        policy=FakeServer(policy),
+        fleet=InProcessFleet(worker),
+        sft_samples=lambda n: sft,
+        say=lambda line: None,
+    )
 
 
 def test_full_run_sft_then_rl_then_eval(tmp_path):
@@ -30,8 +38,15 @@ def test_full_run_sft_then_rl_then_eval(tmp_path):
     records = read_metrics(tmp_path)
     assert [r["phase"] for r in records] == ["sft", "sft", "rl", "rl", "eval"]
     rl = records[2]
-    for key in ("rollout/reward_mean", "rollout/staleness_mean", "time/rollout_s", "time/learn_s",
-                "time/weight_sync_s", "loss/policy", "rollout/generation_share"):
+    for key in (
+        "rollout/reward_mean",
+        "rollout/staleness_mean",
+        "time/rollout_s",
+        "time/learn_s",
+        "time/weight_sync_s",
+        "loss/policy",
+        "rollout/generation_share",
+    ):
         assert key in rl, key
     assert rl["rollout/staleness_mean"] == 0.0 and rl["policy_version"] == 2
     assert records[-1]["eval/rule_ood/success"] == 1.0 and "time/eval_s" in records[-1]

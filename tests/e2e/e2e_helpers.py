@@ -1,4 +1,5 @@
 """Shared helpers of the end-to-end tests: free ports, tiny-config overrides."""
+
 import socket
 
 from cluster.config import CONFIG_DIR

@@ -1,6 +1,8 @@
 """`python -m cluster.demo` (what `make demo` runs), on the tiny config: it trains, prints the
 id vs rule_ood table and the plots, serves the policy over HTTP with a working curl example, and
-stops cleanly on Ctrl-C."""
+stops cleanly on Ctrl-C.
+"""
+
 import os
 import signal
 import subprocess
@@ -9,7 +11,6 @@ import time
 
 import httpx
 import pytest
-
 from e2e_helpers import TINY, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,8 +31,14 @@ def _read_until(proc: subprocess.Popen, marker: str, *, timeout_s: float) -> str
 def test_demo_trains_reports_and_serves(tmp_path):
     port = free_port()
     cmd = [sys.executable, "-m", "cluster.demo", "--config", TINY, "--run-dir", str(tmp_path), f"serving.port={port}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "COLUMNS": "120", "SFTRL_API_KEY": ""})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "120", "SFTRL_API_KEY": ""},
+    )
     try:
         output = _read_until(proc, "Serving until Ctrl-C", timeout_s=300)
         assert "in-distribution vs rule OOD" in output and "rule_ood" in output

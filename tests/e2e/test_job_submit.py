@@ -6,6 +6,7 @@ RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token); giving both a fresh random token k
 ~/.ray/auth_token untouched. The head runs in its own process group with its own temp dir and
 ports, and only that group is stopped afterwards (never a global `ray stop`).
 """
+
 import os
 import secrets
 import signal
@@ -16,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from e2e_helpers import TINY, free_port
 
 from cluster.metrics import read_metrics
-from e2e_helpers import TINY, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,16 +32,34 @@ def ray_head():
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop("RAY_ADDRESS", None)
     dashboard_port = free_port()
-    ports = {"--port": free_port(), "--dashboard-port": dashboard_port,
-             "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
-             "--dashboard-agent-grpc-port": free_port(), "--runtime-env-agent-port": free_port(),
-             "--metrics-export-port": free_port()}
-    cmd = [RAY, "start", "--head", "--num-cpus", "2", "--temp-dir", temp_dir, "--include-dashboard", "true",
-           "--dashboard-host", "127.0.0.1", *[str(x) for kv in ports.items() for x in kv]]
+    ports = {
+        "--port": free_port(),
+        "--dashboard-port": dashboard_port,
+        "--ray-client-server-port": free_port(),
+        "--dashboard-agent-listen-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
+        "--metrics-export-port": free_port(),
+    }
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--num-cpus",
+        "2",
+        "--temp-dir",
+        temp_dir,
+        "--include-dashboard",
+        "true",
+        "--dashboard-host",
+        "127.0.0.1",
+        *[str(x) for kv in ports.items() for x in kv],
+    ]
     # start_new_session: every process of this head (GCS, raylet, dashboard, workers) shares the
     # `ray start` process's group, so stopping the group stops this head and nothing else.
-    start = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+    start = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     output, _ = start.communicate(timeout=180)
     try:
         assert start.returncode == 0, output[-3000:]
@@ -61,10 +80,25 @@ def _stop_group(pgid: int) -> None:
 def test_job_submit_runs_training_to_the_end(ray_head, tmp_path):
     address, env = ray_head
     run_dir = tmp_path / "run"
-    entrypoint = [sys.executable, "-m", "cluster.train", "--config", TINY, "--run-dir", str(run_dir),
-                  "run.sft_steps=1", "run.iterations=1", "eval.episodes_per_variant=1"]
-    job = subprocess.run([RAY, "job", "submit", "--address", address, "--", *entrypoint], env=env,
-                         capture_output=True, text=True, timeout=420)
+    entrypoint = [
+        sys.executable,
+        "-m",
+        "cluster.train",
+        "--config",
+        TINY,
+        "--run-dir",
+        str(run_dir),
+        "run.sft_steps=1",
+        "run.iterations=1",
+        "eval.episodes_per_variant=1",
+    ]
+    job = subprocess.run(
+        [RAY, "job", "submit", "--address", address, "--", *entrypoint],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     output = job.stdout + job.stderr
     assert job.returncode == 0, output[-4000:]
     assert "succeeded" in output.lower(), output[-4000:]
@@ -76,7 +110,8 @@ def test_job_submit_runs_training_to_the_end(ray_head, tmp_path):
 def test_job_client_without_the_token_is_refused(ray_head):
     address, env = ray_head
     wrong = {**env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    job = subprocess.run([RAY, "job", "list", "--address", address], env=wrong, capture_output=True,
-                         text=True, timeout=120)
+    job = subprocess.run(
+        [RAY, "job", "list", "--address", address], env=wrong, capture_output=True, text=True, timeout=120
+    )
     assert job.returncode != 0
     assert "Authentication" in job.stdout + job.stderr or "403" in job.stdout + job.stderr

@@ -1,5 +1,7 @@
 """Kill a training run (SIGKILL to its process group) after its first RL checkpoint, then
-`--resume`: the run continues from the checkpoint's iteration and policy version and finishes."""
+`--resume`: the run continues from the checkpoint's iteration and policy version and finishes.
+"""
+
 import json
 import os
 import signal
@@ -9,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from e2e_helpers import TINY
 
 from cluster.metrics import read_metrics
-from e2e_helpers import TINY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,8 +23,7 @@ OVERRIDES = ["run.sft_steps=0", "run.checkpoint_every=1", "run.num_cpus=2", "eva
 def _train(run_dir: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "cluster.train", "--config", TINY, "--run-dir", str(run_dir), *extra, *OVERRIDES]
     # Own session: the kill below reaches the driver and the Ray processes it started, nothing else.
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, *, timeout_s: float) -> dict:
@@ -63,4 +64,4 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     assert [r["step"] for r in rl] == list(range(1, total + 1))
     assert [r["policy_version"] for r in rl] == list(range(1, total + 1))
     resumed = rl[saved["iteration"]]
-    assert resumed["wall_time"] > max(r["wall_time"] for r in rl[:saved["iteration"]])
+    assert resumed["wall_time"] > max(r["wall_time"] for r in rl[: saved["iteration"]])

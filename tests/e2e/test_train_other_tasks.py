@@ -1,23 +1,33 @@
 """The picture and navigation tasks end to end on real Ray, Serve and DeepSpeed: GP-VL with the
 tiny LLaVA model (card pictures go through the server's and the learner's image processor) and
-V-IRL text with the tiny model. One SFT step, one RL iteration, evaluation of every variant."""
+V-IRL text with the tiny model. One SFT step, one RL iteration, evaluation of every variant.
+"""
+
 import pytest
+from e2e_helpers import TINY
 
 from cluster.config import load_config
 from cluster.metrics import read_metrics
 from cluster.train import build_session
-from e2e_helpers import TINY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SHORT = ["run.sft_steps=1", "run.iterations=1", "eval.episodes_per_variant=1", "rollout.sampling.max_new_tokens=8",
-         "eval.sampling.max_new_tokens=8"]
+SHORT = [
+    "run.sft_steps=1",
+    "run.iterations=1",
+    "eval.episodes_per_variant=1",
+    "rollout.sampling.max_new_tokens=8",
+    "eval.sampling.max_new_tokens=8",
+]
 
 
-@pytest.mark.parametrize("task, model, variants, metric", [
-    ("gp-vl", "tiny-vlm", ["id", "rule_ood", "visual_ood"], "card_accuracy"),
-    ("virl-l", "tiny", ["id", "rule_ood"], "step_accuracy"),
-])
+@pytest.mark.parametrize(
+    "task, model, variants, metric",
+    [
+        ("gp-vl", "tiny-vlm", ["id", "rule_ood", "visual_ood"], "card_accuracy"),
+        ("virl-l", "tiny", ["id", "rule_ood"], "step_accuracy"),
+    ],
+)
 def test_task_trains_and_evaluates_every_variant(ray_cluster, tmp_path, task, model, variants, metric):
     config = load_config(TINY, [*SHORT, f"env.task={task}", f"learner.model={model}", f"serving.model={model}"])
     session = build_session(config, tmp_path)

@@ -1,19 +1,21 @@
 """End to end on real Ray, Serve and DeepSpeed with the tiny model: tiny.yaml (SFT, 2 RL
 iterations, evaluation), and a rollout actor killed mid-iteration (the run goes on, the loss is
 counted). One Ray cluster for the module; each run starts and removes its own Serve app, learner
-and fleet."""
+and fleet.
+"""
+
 import asyncio
 import csv
 import os
 
 import pytest
+from e2e_helpers import TINY
 
 from cluster.config import EnvConfig, EvalConfig, RolloutConfig, SamplingConfig, load_config
 from cluster.evaluation import evaluate_checkpoint
 from cluster.metrics import read_metrics
 from cluster.rollout import RolloutWorker
 from cluster.train import build_session
-from e2e_helpers import TINY
 from serving.config import ServingConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -44,11 +46,13 @@ def test_tiny_config_end_to_end(ray_cluster, tmp_path):
     assert (tmp_path / "checkpoints" / "latest").is_file()
     # `sftrl eval --checkpoint RUN_DIR/policy`: the exported policy serves and evaluates.
     again = evaluate_checkpoint(
-        str(tmp_path / "policy"), EnvConfig(task="gp-l", kwargs={"max_attempts": 1}),
+        str(tmp_path / "policy"),
+        EnvConfig(task="gp-l", kwargs={"max_attempts": 1}),
         EvalConfig(episodes_per_variant=1, sampling=SamplingConfig(max_new_tokens=8)),
         rollout=RolloutConfig(n_actors=1, num_cpus_per_actor=0.1),
         serving=ServingConfig(model="tiny", app_name="sftrl-eval", num_cpus_per_replica=0.5),
-        out_dir=tmp_path / "eval-cli")
+        out_dir=tmp_path / "eval-cli",
+    )
     assert [(r.variant, r.episodes) for r in again] == [("id", 1), ("rule_ood", 1)]
     assert (tmp_path / "eval-cli" / "summary.csv").is_file()
 
@@ -79,8 +83,16 @@ def test_killed_rollout_actor_does_not_stop_the_run(ray_cluster, tmp_path):
 
 
 def test_ppo_arm_trains_with_the_learners_value_head(ray_cluster, tmp_path):
-    state, _ = _run(tmp_path, ["learner.algo=ppo", "rollout.group_size=1", "run.sft_steps=0", "run.iterations=1",
-                               "eval.episodes_per_variant=1"])
+    state, _ = _run(
+        tmp_path,
+        [
+            "learner.algo=ppo",
+            "rollout.group_size=1",
+            "run.sft_steps=0",
+            "run.iterations=1",
+            "eval.episodes_per_variant=1",
+        ],
+    )
     assert (state.iteration, state.policy_version) == (1, 1)
     rl = [r for r in read_metrics(tmp_path) if r["phase"] == "rl"][0]
     assert rl["loss/value"] > 0 and "loss/policy" in rl

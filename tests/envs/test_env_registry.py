@@ -1,4 +1,5 @@
 """Seed ranges and registration: `import envs` registers ids without loading env modules."""
+
 import subprocess
 import sys
 

@@ -1,4 +1,5 @@
 """Solution tables: exact solvability, every listed solution is correct, known counts."""
+
 import itertools
 from fractions import Fraction
 
@@ -6,7 +7,12 @@ import numpy as np
 import pytest
 
 from envs.general_points.cards import (
-    FACE_ORDINAL, FACE_TEN, RANKS, hand_values, normalise_rank, solution_table,
+    FACE_ORDINAL,
+    FACE_TEN,
+    RANKS,
+    hand_values,
+    normalise_rank,
+    solution_table,
 )  # fmt: skip
 from envs.general_points.formula import parse_formula
 from envs.general_points.verifier import RewardTable, judge
@@ -14,6 +20,7 @@ from envs.general_points.verifier import RewardTable, judge
 
 def _brute_force_solvable(values, target):
     """Independent check: reduce any two numbers with any operation until one is left."""
+
     def reduce(numbers):
         if len(numbers) == 1:
             return numbers[0] == target
@@ -77,8 +84,10 @@ def test_table_lists_only_sorted_rank_multisets_and_no_duplicates():
         assert len(set(solutions)) == len(solutions)
 
 
-@pytest.mark.parametrize("written, rank", [("K", "K"), ("k", "K"), (" King ", "K"), (10, "10"), ("1", "A"),
-                                            (1, "A"), ("ace", "A"), (13, "K"), ("q", "Q")])
+@pytest.mark.parametrize(
+    "written, rank",
+    [("K", "K"), ("k", "K"), (" King ", "K"), (10, "10"), ("1", "A"), (1, "A"), ("ace", "A"), (13, "K"), ("q", "Q")],
+)
 def test_normalise_rank_reads_common_spellings(written, rank):
     assert normalise_rank(written) == rank
 

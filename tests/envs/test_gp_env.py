@@ -1,4 +1,5 @@
 """GeneralPoints as a Gymnasium env: API checks, seeding, variants, episodes, info."""
+
 import gymnasium as gym
 import numpy as np
 import pytest

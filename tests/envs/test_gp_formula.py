@@ -1,4 +1,5 @@
 """The formula parser: exact values, strict grammar, bounded input."""
+
 from fractions import Fraction
 
 import pytest

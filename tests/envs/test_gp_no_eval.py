@@ -1,4 +1,5 @@
 """Nothing in envs/ calls eval, exec or compile: model text is data, never code."""
+
 import ast
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Property tests: `step` never raises on any text and always pays a reward from the table."""
+
 import json
 
 import gymnasium as gym

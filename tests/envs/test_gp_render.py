@@ -1,4 +1,5 @@
 """Card pictures: deterministic, distinct per card, rank and suit drawn where expected, suit colours."""
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -33,8 +34,10 @@ def test_cards_lie_inside_the_canvas_without_overlap():
 def test_same_hand_same_picture_and_different_hands_differ():
     base = render_hand(HAND, ("spades", "clubs", "spades", "clubs"), size=SIZE)
     assert np.array_equal(base, render_hand(HAND, ("spades", "clubs", "spades", "clubs"), size=SIZE))
-    pictures = {render_hand(h, ("spades",) * 4, size=SIZE).tobytes() for h in [HAND, ("A", "10", "Q", "8"),
-                                                                                 ("2", "10", "Q", "7"), HAND[::-1]]}
+    pictures = {
+        render_hand(h, ("spades",) * 4, size=SIZE).tobytes()
+        for h in [HAND, ("A", "10", "Q", "8"), ("2", "10", "Q", "7"), HAND[::-1]]
+    }
     assert len(pictures) == 4
 
 

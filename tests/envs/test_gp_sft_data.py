@@ -1,4 +1,5 @@
 """SFT export: oracle chat records from training seeds, replayable, with images for VL."""
+
 import json
 
 import gymnasium as gym

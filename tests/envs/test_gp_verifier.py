@@ -1,4 +1,5 @@
 """The verifier's reward table, check order and feedback, case by case."""
+
 import json
 
 import pytest

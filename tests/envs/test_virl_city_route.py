@@ -1,11 +1,17 @@
 """Synthetic cities, routes, rails and instructions (envs.virl.city, route, instructions)."""
+
 import numpy as np
 import pytest
 
 from envs.virl.city import generate_city, shortest_path
 from envs.virl.geometry import bearing, compass_heading, heading_change, relative_label
 from envs.virl.route import (
-    INTERSECTION, MAX_INTERMEDIATE, MAX_TURNS, TURN_THRESHOLD_DEG, split_legs, synthetic_route,
+    INTERSECTION,
+    MAX_INTERMEDIATE,
+    MAX_TURNS,
+    TURN_THRESHOLD_DEG,
+    split_legs,
+    synthetic_route,
 )  # fmt: skip
 
 SEEDS = range(12)
@@ -73,13 +79,14 @@ def test_expected_turns_follow_headings_of_the_next_street(seed):
     points = route.points
     # A turn followed by an intermediate point: that point's heading is the new street's heading,
     # up to the jitter of intersections the leg passes straight through (< JITTER degrees).
-    turn_indices = [i for i, p in enumerate(points[:-1])
-                    if p.kind in ("start", "turn") and points[i + 1].kind == "forward"]
+    turn_indices = [
+        i for i, p in enumerate(points[:-1]) if p.kind in ("start", "turn") and points[i + 1].kind == "forward"
+    ]
     for i in turn_indices:
         new_heading = points[i + 1].view.heading
-        label = points[i].absolute_action[len("turn_direction("):-1]
+        label = points[i].absolute_action[len("turn_direction(") : -1]
         assert abs(heading_change(compass_heading(label), new_heading)) <= 22.5 + JITTER
-        relative = points[i].relative_action[len("turn_direction("):-1]
+        relative = points[i].relative_action[len("turn_direction(") : -1]
         change = heading_change(points[i].view.heading, new_heading)
         if abs(abs(change) - 45) > JITTER and abs(change) > JITTER:
             assert relative == relative_label(points[i].view.heading, new_heading)

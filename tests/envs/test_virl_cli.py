@@ -1,4 +1,5 @@
 """`sftrl data virl` and `sftrl play virl --render` (cluster.cli_envs with the V-IRL entry)."""
+
 import json
 
 from PIL import Image
@@ -35,8 +36,9 @@ def test_data_virl_text_records_have_no_images(tmp_path):
 
 def test_play_virl_takes_typed_actions_and_renders(tmp_path):
     picture = tmp_path / "street.png"
-    result = runner.invoke(app, ["play", "virl", "--seed", "1", "--render", str(picture)],
-                           input="forward()\nforward()\n")
+    result = runner.invoke(
+        app, ["play", "virl", "--seed", "1", "--render", str(picture)], input="forward()\nforward()\n"
+    )
     assert result.exit_code == 0, result.output
     assert "[Directions]" in result.output and "reward -1" in result.output and "episode over" in result.output
     assert Image.open(picture).size == (644, 702)

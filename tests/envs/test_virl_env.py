@@ -1,11 +1,13 @@
 """The V-IRL Gymnasium environment: oracle, rewards, attempts, variants, spaces (envs.virl.env)."""
+
 import json
 
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import envs  # noqa: F401  (registers sftrl/VIRL-v0)
 from envs.seeds import EVAL_SEEDS, TRAIN_SEEDS
@@ -13,8 +15,20 @@ from envs.virl.env import VirlEnv
 from envs.virl.route import INTERSECTION
 
 COMBOS = [("id", "text"), ("rule_ood", "text"), ("id", "image"), ("rule_ood", "image"), ("visual_ood", "image")]
-INFO_KEYS = {"expected_action", "observation_text", "instruction_index", "point_index", "n_points", "attempt",
-             "success", "correct_actions", "actions", "feedback", "variant", "city"}
+INFO_KEYS = {
+    "expected_action",
+    "observation_text",
+    "instruction_index",
+    "point_index",
+    "n_points",
+    "attempt",
+    "success",
+    "correct_actions",
+    "actions",
+    "feedback",
+    "variant",
+    "city",
+}
 
 
 def _make(variant="id", modality="text", **kwargs) -> VirlEnv:
@@ -130,9 +144,18 @@ def test_wrong_intersection_claim_costs_more():
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.one_of(st.text(max_size=300), st.binary(max_size=300).map(lambda b: b.decode("latin-1")),
-                 st.just("{" * 5000), st.just("x" * 100_000), st.just('{"action": 5}'), st.just('{"act": "forward()"}'),
-                 st.just("[1, 2]"), st.just('{"action": null, "current observation": []}')))
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.binary(max_size=300).map(lambda b: b.decode("latin-1")),
+        st.just("{" * 5000),
+        st.just("x" * 100_000),
+        st.just('{"action": 5}'),
+        st.just('{"act": "forward()"}'),
+        st.just("[1, 2]"),
+        st.just('{"action": null, "current observation": []}'),
+    )
+)
 def test_bad_answers_get_wrong_action_rewards_never_exceptions(text):
     env = _make()
     env.reset(seed=2)

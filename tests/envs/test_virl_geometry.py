@@ -1,13 +1,22 @@
 """Headings, wrapped differences and direction labels (envs.virl.geometry)."""
+
 import pytest
 
 from envs.virl.geometry import (
-    COMPASS, bearing, compass_heading, compass_label, heading_change, relative_label, side_label, wrap_degrees,
+    COMPASS,
+    bearing,
+    compass_heading,
+    compass_label,
+    heading_change,
+    relative_label,
+    side_label,
+    wrap_degrees,
 )  # fmt: skip
 
 
-@pytest.mark.parametrize("delta, wrapped", [(0, 0), (180, -180), (-180, -180), (190, -170), (350, -10), (-350, 10),
-                                            (720 + 45, 45)])
+@pytest.mark.parametrize(
+    "delta, wrapped", [(0, 0), (180, -180), (-180, -180), (190, -170), (350, -10), (-350, 10), (720 + 45, 45)]
+)
 def test_wrap_degrees_lands_in_half_open_range(delta, wrapped):
     assert wrap_degrees(delta) == pytest.approx(wrapped)
 
@@ -29,8 +38,19 @@ def test_heading_change_is_signed_and_wrapped():
     assert heading_change(10, 350) == pytest.approx(-20)
 
 
-@pytest.mark.parametrize("heading, label", [(0, "north"), (22.4, "north"), (22.6, "northeast"), (90, "east"),
-                                            (181, "south"), (337.6, "north"), (359.9, "north"), (-90, "west")])
+@pytest.mark.parametrize(
+    "heading, label",
+    [
+        (0, "north"),
+        (22.4, "north"),
+        (22.6, "northeast"),
+        (90, "east"),
+        (181, "south"),
+        (337.6, "north"),
+        (359.9, "north"),
+        (-90, "west"),
+    ],
+)
 def test_compass_label_is_nearest_of_eight(heading, label):
     assert compass_label(heading) == label
 

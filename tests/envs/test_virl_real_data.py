@@ -3,6 +3,7 @@
 The fixture is generated here in V-IRL's format: route_infos.json ([routes, count]),
 gps_pano_mapping.pkl ({(lat, lng): pano_id}) and street_views/{pano_id}.jpg + .metadata.json.
 """
+
 import json
 import pickle
 
@@ -18,8 +19,11 @@ from envs.virl.render import DEFAULT_VIEW_PX, GAP_PX, picture_shape
 COLOURS = {"north": (220, 30, 30), "east": (30, 200, 30), "south": (30, 30, 220), "west": (230, 220, 30)}
 START = (40.7000, -74.0000)
 MILESTONES = [(40.7006, -74.0000), (40.7006, -73.9992), (40.7000, -73.9992)]
-BLOCKS = [("0 (north)", "Chase Bank is on your right"), ("90 (east)", "Starbucks is on your front left"),
-          ("180 (south)", "CVS Pharmacy is on your left")]
+BLOCKS = [
+    ("0 (north)", "Chase Bank is on your right"),
+    ("90 (east)", "Starbucks is on your front left"),
+    ("180 (south)", "CVS Pharmacy is on your left"),
+]
 ROTATIONS = {"pano_a": 30.0, "pano_b": 0.0}
 
 
@@ -32,18 +36,23 @@ def _panorama(rotation: float, width=720, height=360) -> np.ndarray:
 
 
 def _milestone_info() -> str:
-    return "".join(f'\n{{\n"intersection_idx": "{i + 1}",\n"landmarks": "{landmark}",\n"distance": "60 meters",\n'
-                   f'"human_heading": "",\n"to_next_intersection_heading": "{heading}",\n}}\n'
-                   for i, (heading, landmark) in enumerate(BLOCKS))
+    return "".join(
+        f'\n{{\n"intersection_idx": "{i + 1}",\n"landmarks": "{landmark}",\n"distance": "60 meters",\n'
+        f'"human_heading": "",\n"to_next_intersection_heading": "{heading}",\n}}\n'
+        for i, (heading, landmark) in enumerate(BLOCKS)
+    )
 
 
 @pytest.fixture(scope="module")
 def virl_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("nyc_mini")
-    route = {"start_place": {"name": "Times Square", "geocode": list(START), "relocated_geocode": list(START)},
-             "dest_place": {"name": "CVS Pharmacy", "geocode": list(MILESTONES[-1])}, "init_heading": 90,
-             "route_results": {"geocode_list": [list(g) for g in MILESTONES], "landmark_list": []},
-             "milestone_info": _milestone_info()}
+    route = {
+        "start_place": {"name": "Times Square", "geocode": list(START), "relocated_geocode": list(START)},
+        "dest_place": {"name": "CVS Pharmacy", "geocode": list(MILESTONES[-1])},
+        "init_heading": 90,
+        "route_results": {"geocode_list": [list(g) for g in MILESTONES], "landmark_list": []},
+        "milestone_info": _milestone_info(),
+    }
     (root / "route_infos.json").write_text(json.dumps([[route], 1]))
     views = root / "street_views"
     views.mkdir()
@@ -76,15 +85,19 @@ def test_text_routes_from_the_json_alone(virl_files):
     kinds = [p.kind for p in route.points]
     assert kinds[0] == "start" and kinds[-1] == "stop" and kinds.count("turn") == 2
     assert [p.absolute_action for p in route.points if p.kind in ("start", "turn")] == [
-        "turn_direction(north)", "turn_direction(east)", "turn_direction(south)"]
+        "turn_direction(north)",
+        "turn_direction(east)",
+        "turn_direction(south)",
+    ]
     assert route.points[-1].observation_text == "CVS Pharmacy is on your left"
     assert route == routes.route(0, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("variant", ["id", "rule_ood"])
 def test_env_runs_real_routes_with_the_oracle(virl_files, variant):
-    env = gymnasium.make("sftrl/VIRL-v0", variant=variant, modality="text",
-                         route_file=str(virl_files / "route_infos.json"))
+    env = gymnasium.make(
+        "sftrl/VIRL-v0", variant=variant, modality="text", route_file=str(virl_files / "route_infos.json")
+    )
     for seed in range(5):
         _, info = env.reset(seed=seed)
         done = False
@@ -114,8 +127,12 @@ def test_pictures_are_cut_from_the_nearest_panorama(virl_files):
         x = col * (DEFAULT_VIEW_PX + GAP_PX) + centre
         y = row * (DEFAULT_VIEW_PX + bar + GAP_PX) + bar + centre
         assert np.abs(picture[y, x].astype(int) - COLOURS[name]).max() < 40, name  # JPEG tolerance
-    env = gymnasium.make("sftrl/VIRL-v0", modality="image", route_file=str(virl_files / "route_infos.json"),
-                         pano_dir=str(virl_files / "street_views"))
+    env = gymnasium.make(
+        "sftrl/VIRL-v0",
+        modality="image",
+        route_file=str(virl_files / "route_infos.json"),
+        pano_dir=str(virl_files / "street_views"),
+    )
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
 
@@ -126,7 +143,10 @@ def test_bad_files_fail_with_clear_errors(virl_files, tmp_path):
         VirlRoutes.from_virl_files(tmp_path / "route_infos.json")
     (tmp_path / "gps_pano_mapping.pkl").write_bytes(pickle.dumps({START: np.float64(1.0)}))
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
-        VirlRoutes.from_virl_files(virl_files / "route_infos.json", virl_files / "street_views",
-                                   gps_pano_mapping=tmp_path / "gps_pano_mapping.pkl")
+        VirlRoutes.from_virl_files(
+            virl_files / "route_infos.json",
+            virl_files / "street_views",
+            gps_pano_mapping=tmp_path / "gps_pano_mapping.pkl",
+        )
     with pytest.raises(ValueError, match="pano_dir"):
         gymnasium.make("sftrl/VIRL-v0", modality="image", route_file=str(virl_files / "route_infos.json"))

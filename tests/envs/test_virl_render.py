@@ -1,4 +1,5 @@
 """Street-view pictures: layout, signs, crossings, styles (envs.virl.render, envs.virl.styles)."""
+
 import numpy as np
 import pytest
 
@@ -7,8 +8,16 @@ from envs.virl.render import DEFAULT_VIEW_PX, GAP_PX, MIN_SIGN_FONT_PX, picture_
 from envs.virl.route import PointView, Sighting, synthetic_route
 from envs.virl.styles import OOD_STYLES, STYLES, TRAINING_STYLE, get_style
 
-SIDES_TO_QUADRANT = {"front left": "front", "front right": "front", "front": "front", "right": "right",
-                     "back left": "back", "back right": "back", "back": "back", "left": "left"}
+SIDES_TO_QUADRANT = {
+    "front left": "front",
+    "front right": "front",
+    "front": "front",
+    "right": "right",
+    "back left": "back",
+    "back right": "back",
+    "back": "back",
+    "left": "left",
+}
 QUADRANT = {"front": (0, 0), "right": (1, 0), "back": (0, 1), "left": (1, 1)}  # (column, row) in the grid
 BAR = picture_shape()[0] // 2 - DEFAULT_VIEW_PX - GAP_PX // 2
 
@@ -24,8 +33,10 @@ def _view_origin(view: str) -> tuple[int, int]:
 
 
 def _everywhere_view(is_intersection=False) -> PointView:
-    sightings = tuple(Sighting(f"Shop {i} {side.title()}", "store", (20 + 25 * i, 40, 120), side)
-                      for i, side in enumerate(SIDES_TO_QUADRANT))
+    sightings = tuple(
+        Sighting(f"Shop {i} {side.title()}", "store", (20 + 25 * i, 40, 120), side)
+        for i, side in enumerate(SIDES_TO_QUADRANT)
+    )
     return PointView((10.0, 20.0), 0.0, sightings, is_intersection)
 
 
@@ -52,7 +63,7 @@ def test_every_sign_is_drawn_readably_in_its_view(style):
         x0, y0, x1, y1 = sign.box
         assert 0 <= x0 < x1 <= DEFAULT_VIEW_PX and 0 <= y0 < y1 <= DEFAULT_VIEW_PX
         ox, oy = _view_origin(sign.view)
-        patch = picture.image[oy + y0: oy + y1, ox + x0: ox + x1].astype(int)
+        patch = picture.image[oy + y0 : oy + y1, ox + x0 : ox + x1].astype(int)
         on_sign = np.abs(patch - np.array(sighting.sign_colour)).sum(-1) < 10
         assert on_sign.mean() > 0.3  # the sign's own colour fills its box ...
         text_like = np.abs(patch - np.array(sighting.sign_colour)).sum(-1) > 200
@@ -61,20 +72,26 @@ def test_every_sign_is_drawn_readably_in_its_view(style):
 
 def test_sign_text_changes_the_pixels_in_its_box():
     view = _everywhere_view()
-    renamed = PointView(view.position, view.heading,
-                        (Sighting("Totally Other", "store", view.sightings[0].sign_colour, view.sightings[0].side),)
-                        + view.sightings[1:], False)
+    renamed = PointView(
+        view.position,
+        view.heading,
+        (Sighting("Totally Other", "store", view.sightings[0].sign_colour, view.sightings[0].side),)
+        + view.sightings[1:],
+        False,
+    )
     a, b = render_point(view), render_point(renamed)
     ox, oy = _view_origin(a.signs[0].view)
     x0, y0, x1, y1 = a.signs[0].box
-    assert not np.array_equal(a.image[oy + y0: oy + y1, ox + x0: ox + x1], b.image[oy + y0: oy + y1, ox + x0: ox + x1])
+    assert not np.array_equal(
+        a.image[oy + y0 : oy + y1, ox + x0 : ox + x1], b.image[oy + y0 : oy + y1, ox + x0 : ox + x1]
+    )
 
 
 def test_intersection_shows_a_crossing_street_in_the_front_view():
     plain, crossing = render_point(_everywhere_view(False)), render_point(_everywhere_view(True))
     ox, oy = _view_origin("front")
     lower_half = slice(oy + DEFAULT_VIEW_PX // 2, oy + DEFAULT_VIEW_PX)
-    zebra = lambda image: (image[lower_half, ox: ox + DEFAULT_VIEW_PX] >= 235).all(-1).sum()  # noqa: E731
+    zebra = lambda image: (image[lower_half, ox : ox + DEFAULT_VIEW_PX] >= 235).all(-1).sum()  # noqa: E731
     assert zebra(crossing.image) > 500 and zebra(plain.image) < 50
 
 

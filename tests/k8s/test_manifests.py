@@ -9,6 +9,7 @@ volume; ../shared/tools/validate-k8s (KubeRay CRDs and operator rules) passes.
 
     .venv/bin/python -m pytest tests/k8s -q
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import kubernetes_validate
 import pytest
@@ -76,7 +78,7 @@ def apply_json6902(doc: dict[str, Any], ops: list[dict[str, Any]]) -> None:
 
 
 def render_overlay(directory: Path) -> list[dict[str, Any]]:
-    """kustomize build of `directory`, for the features the CPU overlay uses (fails on others)."""
+    """Kustomize build of `directory`, for the features the CPU overlay uses (fails on others)."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     assert set(kustomization) <= OVERLAY_FEATURES, f"extend render_overlay for {set(kustomization) - OVERLAY_FEATURES}"
     docs = [doc for path in kustomization["resources"] for doc in load_docs((directory / path).read_text())]
@@ -93,7 +95,9 @@ def render_overlay(directory: Path) -> list[dict[str, Any]]:
         parent, key = resolve(named[(source["kind"], source["name"])], "/" + source["fieldPath"].replace(".", "/"))
         for target in replacement["targets"]:
             for field in target["fieldPaths"]:
-                into, at = resolve(named[(target["select"]["kind"], target["select"]["name"])], "/" + field.replace(".", "/"))
+                into, at = resolve(
+                    named[(target["select"]["kind"], target["select"]["name"])], "/" + field.replace(".", "/")
+                )
                 into[at] = copy.deepcopy(parent[key])
     return docs
 
@@ -116,7 +120,9 @@ def manifests(request) -> dict[str, dict[str, Any]]:
 
 def cluster_spec(doc: dict[str, Any]) -> dict[str, Any]:
     spec = doc["spec"]
-    return {"RayCluster": spec, "RayJob": spec.get("rayClusterSpec"), "RayService": spec.get("rayClusterConfig")}[doc["kind"]]
+    return {"RayCluster": spec, "RayJob": spec.get("rayClusterSpec"), "RayService": spec.get("rayClusterConfig")}[
+        doc["kind"]
+    ]
 
 
 def groups(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -164,7 +170,9 @@ def pvc_mounts(group: dict[str, Any], claim: str) -> list[str]:
     """Mount paths, in the group's first container, of volumes backed by PVC `claim`."""
     spec = group["template"]["spec"]
     names = {v["name"] for v in spec.get("volumes", []) if v.get("persistentVolumeClaim", {}).get("claimName") == claim}
-    return [m["mountPath"].rstrip("/") + "/" for m in spec["containers"][0].get("volumeMounts", []) if m["name"] in names]
+    return [
+        m["mountPath"].rstrip("/") + "/" for m in spec["containers"][0].get("volumeMounts", []) if m["name"] in names
+    ]
 
 
 def job_argv(manifests: dict[str, dict[str, Any]]) -> list[str]:
@@ -186,8 +194,12 @@ def test_builtin_kinds_pass_kubernetes_validate(manifests):
 @pytest.mark.parametrize("kind", RAY_KINDS)
 def test_pod_templates_pass_kubernetes_validate(manifests, kind):
     for name, group in groups(manifests[kind]):
-        template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{kind.lower()}-{name}"},
-                    "template": group["template"]}
+        template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": f"{kind.lower()}-{name}"},
+            "template": group["template"],
+        }
         try:
             kubernetes_validate.validate(template, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as err:
@@ -297,12 +309,15 @@ def test_serve_import_path_builds_the_configured_deployments(base):
     module, _, attr = application["import_path"].partition(":")
     # A fresh process with the application's env vars, as Serve's build task has; build_app is the
     # step `serve deploy` runs on this config.
-    script = (f"import json, {module}\nfrom ray.serve._private.build_app import build_app\n"
-              f"built = build_app({module}.{attr}, name={application['name']!r})\n"
-              "print(json.dumps({d.name: d.init_args[0].model for d in built.deployments if d.init_args}))")
+    script = (
+        f"import json, {module}\nfrom ray.serve._private.build_app import build_app\n"
+        f"built = build_app({module}.{attr}, name={application['name']!r})\n"
+        "print(json.dumps({d.name: d.init_args[0].model for d in built.deployments if d.init_args}))"
+    )
     env = {**os.environ, **application["runtime_env"]["env_vars"]}
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     models = json.loads(out.stdout.strip().splitlines()[-1])
     assert {d["name"] for d in application["deployments"]} <= set(models), f"the app has {set(models)}"
@@ -312,8 +327,9 @@ def test_serve_import_path_builds_the_configured_deployments(base):
 def run_validate_k8s(path: Path) -> None:
     if not VALIDATE_K8S.is_file():
         pytest.skip(f"{VALIDATE_K8S} not found (../shared/tools beside the repository)")
-    out = subprocess.run([sys.executable, str(VALIDATE_K8S), str(path)],
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, str(VALIDATE_K8S), str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -348,7 +364,12 @@ def test_python_render_matches_kustomize(cpu):
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl (which carries kustomize) is not on PATH; the Python rendering stands alone")
-    out = subprocess.run([kubectl, "kustomize", "--load-restrictor=LoadRestrictionsNone", str(OVERLAY)],
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [kubectl, "kustomize", "--load-restrictor=LoadRestrictionsNone", str(OVERLAY)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert by_kind(load_docs(out.stdout)) == cpu

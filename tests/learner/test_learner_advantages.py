@@ -1,4 +1,5 @@
 """GAE over turns and group normalisation (GRPO, Dr. GRPO) on hand-computed values."""
+
 import pytest
 
 from learner.advantages import gae_over_turns, group_normalised_advantages
@@ -18,7 +19,5 @@ def test_gae_rejects_mismatched_lengths():
 
 def test_group_normalised_advantages_grpo_and_dr_grpo():
     rewards, groups = [1.0, 0.0, 1.0, 1.0, 5.0], [0, 0, 1, 1, 2]
-    assert group_normalised_advantages(rewards, groups) == pytest.approx(
-        [1.0, -1.0, 0.0, 0.0, 0.0], abs=1e-5)
-    assert group_normalised_advantages(rewards, groups, scale_by_std=False) == pytest.approx(
-        [0.5, -0.5, 0.0, 0.0, 0.0])
+    assert group_normalised_advantages(rewards, groups) == pytest.approx([1.0, -1.0, 0.0, 0.0, 0.0], abs=1e-5)
+    assert group_normalised_advantages(rewards, groups, scale_by_std=False) == pytest.approx([0.5, -0.5, 0.0, 0.0, 0.0])

@@ -1,13 +1,17 @@
 """Collation from token ids, micro-batching by length, rank sharding, action-key position."""
+
 import pytest
 
 from learner.batch import Sample, collate, micro_batches, pre_action_token_count, shard_for_ranks
 
 
 def test_collate_left_pads_and_right_aligns_outputs():
-    batch = collate([Sample([1, 2], [3, 4], logprobs=[-0.1, -0.2], advantage=2.0),
-                     Sample([5, 6, 7], [8])], pad_id=0, pre_action_counts=[1, 0],
-                    pre_action_weight=0.5)
+    batch = collate(
+        [Sample([1, 2], [3, 4], logprobs=[-0.1, -0.2], advantage=2.0), Sample([5, 6, 7], [8])],
+        pad_id=0,
+        pre_action_counts=[1, 0],
+        pre_action_weight=0.5,
+    )
     assert batch.input_ids.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
     short = collate([Sample([1], [3]), Sample([5, 6], [7, 8])], pad_id=0)
     assert short.input_ids.tolist() == [[0, 0, 1, 3], [5, 6, 7, 8]]

@@ -4,6 +4,7 @@ SFT loss falls; PPO values and value loss; KL to the frozen reference; exported 
 engine's; the HF export loads (from_pretrained, load_policy) and generates the same tokens; GRPO
 raises the reward of a toy one-word task (and would lower it with a flipped sign).
 """
+
 import numpy as np
 import pytest
 import torch
@@ -45,8 +46,10 @@ def test_sft_loss_falls_on_a_fixed_batch(tiny, sft_batch):
 
 
 def test_gradient_checkpointing_gives_the_same_step(tiny, sft_batch):
-    runs = [LearnerEngine(LearnerConfig(model="tiny", algo="sft", lr=1e-2, dtype="float32",
-                                        gradient_checkpointing=flag)) for flag in (False, True)]
+    runs = [
+        LearnerEngine(LearnerConfig(model="tiny", algo="sft", lr=1e-2, dtype="float32", gradient_checkpointing=flag))
+        for flag in (False, True)
+    ]
     calls = [0, 0]
     for index, engine in enumerate(runs):
         mlp = engine.module.policy.model.layers[0].mlp
@@ -72,9 +75,18 @@ def test_ppo_values_and_value_loss(tiny, sft_batch):
 
 
 def test_kl_to_the_frozen_reference_and_ppo_epochs_clip(tiny, sft_batch):
-    config = LearnerConfig(model="tiny", algo="grpo", lr=1e-2, kl_mode="k3_loss", kl_coef=0.1,
-                           ppo_epochs=2, mini_batches=2, is_cap=None, clip_low=0.01,
-                           clip_high=0.01)
+    config = LearnerConfig(
+        model="tiny",
+        algo="grpo",
+        lr=1e-2,
+        kl_mode="k3_loss",
+        kl_coef=0.1,
+        ppo_epochs=2,
+        mini_batches=2,
+        is_cap=None,
+        clip_low=0.01,
+        clip_high=0.01,
+    )
     engine = LearnerEngine(config)
     for sample, advantage in zip(sft_batch, [1.0, -1.0, 1.0, -1.0]):
         sample.advantage, sample.logprobs = advantage, [-1.0] * len(sample.output_ids)
@@ -82,14 +94,12 @@ def test_kl_to_the_frozen_reference_and_ppo_epochs_clip(tiny, sft_batch):
     second = engine.rl_step(sft_batch)
     for metrics in (first, second):  # the policy moved away from the frozen reference
         assert metrics["loss/kl"] > 1e-4
-        assert metrics["loss/total"] == pytest.approx(metrics["loss/policy"]
-                                                      + 0.1 * metrics["loss/kl"], rel=1e-4)
+        assert metrics["loss/total"] == pytest.approx(metrics["loss/policy"] + 0.1 * metrics["loss/kl"], rel=1e-4)
     assert engine.step == 8  # ppo_epochs x mini_batches optimizer steps per rl_step
     assert first["rl/clip_fraction"] > 0  # later updates move pi away from the recorded pi_old
 
 
-def test_exported_weights_equal_the_engines_and_the_hf_export_generates_the_same(
-        tiny, sft_batch, tmp_path):
+def test_exported_weights_equal_the_engines_and_the_hf_export_generates_the_same(tiny, sft_batch, tmp_path):
     engine = LearnerEngine(LearnerConfig(model="tiny", algo="ppo", lr=1e-2, dtype="float32"))
     engine.sft_step(sft_batch)
     state = gather_policy_state_dict(engine.module, rank=0)
@@ -100,24 +110,27 @@ def test_exported_weights_equal_the_engines_and_the_hf_export_generates_the_same
         for name, param in engine.module.policy.named_parameters():
             assert torch.equal(state[name], param.detach().cpu()), name
         assert not torch.equal(state["model.norm.weight"], tiny.model.model.norm.weight)
-    export_hf(state, tmp_path, model_config=engine.module.policy.config,
-              generation_config=engine.module.policy.generation_config, tokenizer=engine.tokenizer)
+    export_hf(
+        state,
+        tmp_path,
+        model_config=engine.module.policy.config,
+        generation_config=engine.module.policy.generation_config,
+        tokenizer=engine.tokenizer,
+    )
     from transformers import AutoModelForCausalLM
 
     prompt = torch.tensor([sft_batch[0].prompt_ids])  # (1, T)
     with torch.no_grad():
-        expected = engine.module.policy.generate(prompt.to(engine.device), max_new_tokens=12,
-                                                 do_sample=False).cpu()
-        for model in (AutoModelForCausalLM.from_pretrained(tmp_path),
-                      load_policy(str(tmp_path)).model):
-            assert torch.equal(model.generate(prompt, max_new_tokens=12, do_sample=False),
-                               expected)
+        expected = engine.module.policy.generate(prompt.to(engine.device), max_new_tokens=12, do_sample=False).cpu()
+        for model in (AutoModelForCausalLM.from_pretrained(tmp_path), load_policy(str(tmp_path)).model):
+            assert torch.equal(model.generate(prompt, max_new_tokens=12, do_sample=False), expected)
 
 
 def test_grpo_raises_the_reward_of_a_one_word_task(tiny):
     """Reward 1 for answering ' yes' among 8 one-token words (sampling is restricted to them,
     like a grammar); the learner sees full-vocabulary log-probs. A flipped sign drives the
-    probability of ' yes' to 0 instead."""
+    probability of ' yes' to 0 instead.
+    """
     words = [" yes", " no", " cat", " dog", " red", " blue", " green", " maybe"]
     ids = torch.tensor([tiny.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words])
     prompt = encode_prompt(tiny, [{"role": "user", "content": "Answer with one word: yes"}])
@@ -137,9 +150,12 @@ def test_grpo_raises_the_reward_of_a_one_word_task(tiny):
         actions = torch.multinomial(probs, 32, replacement=True, generator=generator)
         rewards = (actions == 0).float().tolist()
         advantages = group_normalised_advantages(rewards, [i // 16 for i in range(32)])
-        engine.rl_step([Sample(prompt.input_ids, [int(ids[a])], logprobs=[probs[a].log().item()],
-                               advantage=adv, group=i // 16)
-                        for i, (a, adv) in enumerate(zip(actions, advantages))])
+        engine.rl_step(
+            [
+                Sample(prompt.input_ids, [int(ids[a])], logprobs=[probs[a].log().item()], advantage=adv, group=i // 16)
+                for i, (a, adv) in enumerate(zip(actions, advantages))
+            ]
+        )
     end = word_probs()[0].item()
     assert start < 0.2 and end > 0.6, (start, end)
 
@@ -149,28 +165,33 @@ def test_vlm_sft_on_images_and_export_round_trip(tiny, tmp_path):
     vlm = load_policy("tiny-vlm")
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
-    messages = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
-                for q in ("Which card?", "Which road?")]
+    messages = [
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
+        for q in ("Which card?", "Which road?")
+    ]
     answer = vlm.tokenizer('{"action": "left"}<|im_end|>', add_special_tokens=False)["input_ids"]
-    samples = [Sample(encode_prompt(vlm, m, [im]).input_ids, answer, images=[im])
-               for m, im in zip(messages, images)]
-    engine = LearnerEngine(LearnerConfig(model="tiny-vlm", algo="sft", lr=3e-3, dtype="float32"),
-                           policy=vlm)
+    samples = [Sample(encode_prompt(vlm, m, [im]).input_ids, answer, images=[im]) for m, im in zip(messages, images)]
+    engine = LearnerEngine(LearnerConfig(model="tiny-vlm", algo="sft", lr=3e-3, dtype="float32"), policy=vlm)
     losses = [engine.sft_step(samples)["loss/sft"] for _ in range(5)]
     assert losses[-1] < losses[0] - 0.5, losses
     state = gather_policy_state_dict(engine.module, rank=0)
-    export_hf(state, tmp_path, model_config=engine.module.policy.config,
-              generation_config=engine.module.policy.generation_config,
-              tokenizer=engine.tokenizer, processor=engine.processor)
+    export_hf(
+        state,
+        tmp_path,
+        model_config=engine.module.policy.config,
+        generation_config=engine.module.policy.generation_config,
+        tokenizer=engine.tokenizer,
+        processor=engine.processor,
+    )
     exported = load_policy(str(tmp_path))
     prompt = encode_prompt(exported, messages[0], [images[0]])
     ids = torch.tensor([prompt.input_ids])  # (1, T)
     with torch.no_grad():
-        ours = engine.module.policy(input_ids=ids.to(engine.device),
-                                    pixel_values=prompt.pixel_values.to(engine.device)).logits.cpu()
+        ours = engine.module.policy(
+            input_ids=ids.to(engine.device), pixel_values=prompt.pixel_values.to(engine.device)
+        ).logits.cpu()
         theirs = exported.model(input_ids=ids, pixel_values=prompt.pixel_values).logits
-        blank = exported.model(input_ids=ids,
-                               pixel_values=torch.zeros_like(prompt.pixel_values)).logits
+        blank = exported.model(input_ids=ids, pixel_values=torch.zeros_like(prompt.pixel_values)).logits
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert not torch.allclose(theirs, blank, atol=1e-3)  # the image matters to the logits
 
@@ -178,8 +199,7 @@ def test_vlm_sft_on_images_and_export_round_trip(tiny, tmp_path):
 def test_checkpoints_keep_the_last_k_and_restore_step_and_rng(tiny, sft_batch, tmp_path):
     from learner.checkpoint import load_checkpoint, save_checkpoint
 
-    engine = LearnerEngine(LearnerConfig(model="tiny", algo="sft", lr=1e-2, dtype="float32",
-                                         keep_checkpoints=2))
+    engine = LearnerEngine(LearnerConfig(model="tiny", algo="sft", lr=1e-2, dtype="float32", keep_checkpoints=2))
     for _ in range(3):
         engine.sft_step(sft_batch)
         save_checkpoint(engine, tmp_path, data_cursor=engine.step * 4)
@@ -198,7 +218,13 @@ def test_checkpoints_keep_the_last_k_and_restore_step_and_rng(tiny, sft_batch, t
 def test_update_summary_keeps_last_step_and_lr_and_peak_memory():
     from learner.engine import summarise_updates
 
-    history = [{"loss/policy": 1.0, "learner/step": 1.0, "optim/lr": 1e-5, "mem/peak_rank_gb": 3.0},
-               {"loss/policy": 3.0, "learner/step": 2.0, "optim/lr": 2e-5, "mem/peak_rank_gb": 2.0}]
-    assert summarise_updates(history) == {"loss/policy": 2.0, "learner/step": 2.0, "optim/lr": 2e-5,
-                                          "mem/peak_rank_gb": 3.0}
+    history = [
+        {"loss/policy": 1.0, "learner/step": 1.0, "optim/lr": 1e-5, "mem/peak_rank_gb": 3.0},
+        {"loss/policy": 3.0, "learner/step": 2.0, "optim/lr": 2e-5, "mem/peak_rank_gb": 2.0},
+    ]
+    assert summarise_updates(history) == {
+        "loss/policy": 2.0,
+        "learner/step": 2.0,
+        "optim/lr": 2e-5,
+        "mem/peak_rank_gb": 3.0,
+    }

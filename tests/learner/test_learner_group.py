@@ -4,6 +4,7 @@ export the same weights as an ObjectRef, and resume from a checkpoint after the 
 Tolerance: the 2-rank run reduces gradients in another order (and its micro-batches differ), so
 losses agree to 1e-4 relative, weights to 1e-4 absolute, over 4 AdamW steps at lr 3e-3.
 """
+
 import pytest
 import torch
 
@@ -28,9 +29,13 @@ def ray_cluster():
 def fixed_batch():
     """5 samples of different lengths (odd, so the two shards differ in size)."""
     generator = torch.Generator().manual_seed(0)
-    return [Sample(torch.randint(3, 500, (3 + i,), generator=generator).tolist(),
-                   torch.randint(3, 500, (2 + 2 * i,), generator=generator).tolist())
-            for i in range(5)]
+    return [
+        Sample(
+            torch.randint(3, 500, (3 + i,), generator=generator).tolist(),
+            torch.randint(3, 500, (2 + 2 * i,), generator=generator).tolist(),
+        )
+        for i in range(5)
+    ]
 
 
 def test_two_ranks_follow_one_rank_and_resume_after_kill(ray_cluster, tmp_path):
@@ -54,7 +59,8 @@ def test_two_ranks_follow_one_rank_and_resume_after_kill(ray_cluster, tmp_path):
     assert double == pytest.approx(single, rel=1e-4)
     # AdamW hides a wrong gradient scale from the losses; the pre-clip gradient norm does not
     assert [m["optim/grad_norm"] for m in double_metrics] == pytest.approx(
-        [m["optim/grad_norm"] for m in single_metrics[:2]], rel=1e-4)
+        [m["optim/grad_norm"] for m in single_metrics[:2]], rel=1e-4
+    )
     assert set(double_weights) == set(single_weights)
     for name, tensor in single_weights.items():
         assert torch.allclose(double_weights[name], tensor, atol=1e-4), name

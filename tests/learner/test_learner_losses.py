@@ -1,4 +1,5 @@
 """Losses on hand-computed values, and split invariance (OpenRLHF's rank-split test)."""
+
 import math
 
 import pytest
@@ -6,9 +7,20 @@ import torch
 
 from learner.batch import Sample, collate
 from learner.config import LearnerConfig
-from learner.losses import (GlobalCounts, PolicyOutputs, aggregate, kl_k1, kl_k3, ppo_surrogate,
-                            rl_objective, sft_loss, token_entropy, token_logprobs,
-                            truncated_importance_weights, value_loss)
+from learner.losses import (
+    GlobalCounts,
+    PolicyOutputs,
+    aggregate,
+    kl_k1,
+    kl_k3,
+    ppo_surrogate,
+    rl_objective,
+    sft_loss,
+    token_entropy,
+    token_logprobs,
+    truncated_importance_weights,
+    value_loss,
+)
 
 
 def test_token_logprobs_and_entropy_of_uniform_logits():
@@ -30,22 +42,25 @@ def test_aggregations_token_mean_grpo_and_dr_grpo():
     mask = torch.tensor([[1, 1, 1], [1, 0, 0]]).bool()
     counts = GlobalCounts(n_tokens=4, n_seqs=2)
     assert aggregate(per_token, mask, counts).item() == pytest.approx(10 / 4)
-    assert aggregate(per_token, mask, counts, mode="seq_mean_token_mean").item() == \
-        pytest.approx((2 + 4) / 2)
-    assert aggregate(per_token, mask, counts, mode="seq_mean_token_sum_norm",
-                     norm_tokens=5).item() == pytest.approx(10 / (2 * 5))
+    assert aggregate(per_token, mask, counts, mode="seq_mean_token_mean").item() == pytest.approx((2 + 4) / 2)
+    assert aggregate(per_token, mask, counts, mode="seq_mean_token_sum_norm", norm_tokens=5).item() == pytest.approx(
+        10 / (2 * 5)
+    )
 
 
-@pytest.mark.parametrize("ratio, advantage, expected_loss, was_clipped", [
-    (1.5, 1.0, -1.3, 1.0),   # clipped above at 1 + clip_high
-    (1.5, -1.0, 1.5, 0.0),   # pessimistic branch: unclipped
-    (0.5, 1.0, -0.5, 0.0),   # pessimistic branch: unclipped
-    (0.5, -1.0, 0.9, 1.0),   # clipped below at 1 - clip_low
-])
-def test_ppo_surrogate_with_separate_low_and_high_clip(ratio, advantage, expected_loss,
-                                                       was_clipped):
-    terms = ppo_surrogate(torch.tensor([[math.log(ratio)]]), torch.zeros(1, 1),
-                          torch.tensor([advantage]), clip_low=0.1, clip_high=0.3)
+@pytest.mark.parametrize(
+    "ratio, advantage, expected_loss, was_clipped",
+    [
+        (1.5, 1.0, -1.3, 1.0),  # clipped above at 1 + clip_high
+        (1.5, -1.0, 1.5, 0.0),  # pessimistic branch: unclipped
+        (0.5, 1.0, -0.5, 0.0),  # pessimistic branch: unclipped
+        (0.5, -1.0, 0.9, 1.0),  # clipped below at 1 - clip_low
+    ],
+)
+def test_ppo_surrogate_with_separate_low_and_high_clip(ratio, advantage, expected_loss, was_clipped):
+    terms = ppo_surrogate(
+        torch.tensor([[math.log(ratio)]]), torch.zeros(1, 1), torch.tensor([advantage]), clip_low=0.1, clip_high=0.3
+    )
     assert terms.loss.item() == pytest.approx(expected_loss)
     assert terms.clipped.item() == was_clipped
 
@@ -55,13 +70,18 @@ def test_truncated_importance_weights_cap_and_detach():
     weights = truncated_importance_weights(learner, torch.zeros(1, 2), cap=2.0)
     assert weights[0].tolist() == pytest.approx([2.0, 0.5])
     assert not weights.requires_grad
-    assert truncated_importance_weights(learner, torch.zeros(1, 2), cap=None).tolist() == \
-        [[1.0, 1.0]]
+    assert truncated_importance_weights(learner, torch.zeros(1, 2), cap=None).tolist() == [[1.0, 1.0]]
 
 
 def test_importance_weights_scale_the_surrogate():
-    terms = ppo_surrogate(torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor([2.0]),
-                          clip_low=0.2, clip_high=0.2, is_weights=torch.tensor([[0.25]]))
+    terms = ppo_surrogate(
+        torch.zeros(1, 1),
+        torch.zeros(1, 1),
+        torch.tensor([2.0]),
+        clip_low=0.2,
+        clip_high=0.2,
+        is_weights=torch.tensor([[0.25]]),
+    )
     assert terms.loss.item() == pytest.approx(-0.5)
 
 
@@ -106,11 +126,9 @@ def test_k1_penalty_lowers_the_advantage_and_k3_adds_a_loss():
     logprobs = torch.zeros(1, 1, requires_grad=True)
     ref = torch.tensor([[math.log(0.5)]])
     out = PolicyOutputs(logprobs=logprobs, old_logprobs=logprobs.detach(), ref_logprobs=ref)
-    k1 = rl_objective(out, batch, GlobalCounts(1, 1),
-                      config=LearnerConfig(kl_mode="k1_reward", kl_coef=0.5))
+    k1 = rl_objective(out, batch, GlobalCounts(1, 1), config=LearnerConfig(kl_mode="k1_reward", kl_coef=0.5))
     assert k1.policy.item() == pytest.approx(-(1.0 - 0.5 * math.log(2)))
-    k3 = rl_objective(out, batch, GlobalCounts(1, 1),
-                      config=LearnerConfig(kl_mode="k3_loss", kl_coef=0.5))
+    k3 = rl_objective(out, batch, GlobalCounts(1, 1), config=LearnerConfig(kl_mode="k3_loss", kl_coef=0.5))
     assert k3.total.item() == pytest.approx(-1.0 + 0.5 * (0.5 + math.log(2) - 1))
 
 
@@ -118,10 +136,16 @@ def _random_samples(n, generator):
     samples = []
     for _ in range(n):
         n_prompt, n_out = torch.randint(1, 5, (2,), generator=generator).tolist()
-        samples.append(Sample(list(range(1, n_prompt + 1)), list(range(3, 3 + n_out)),
-                              logprobs=(-torch.rand(n_out, generator=generator)).tolist(),
-                              advantage=torch.randn(1, generator=generator).item(),
-                              return_=1.0, value=0.3))
+        samples.append(
+            Sample(
+                list(range(1, n_prompt + 1)),
+                list(range(3, 3 + n_out)),
+                logprobs=(-torch.rand(n_out, generator=generator)).tolist(),
+                advantage=torch.randn(1, generator=generator).item(),
+                return_=1.0,
+                value=0.3,
+            )
+        )
     return samples
 
 
@@ -131,8 +155,9 @@ def test_loss_is_the_same_whether_the_batch_is_split_or_not(mode):
     samples = _random_samples(6, generator)
     learner_lp = {id(s): -torch.rand(len(s.output_ids), generator=generator) for s in samples}
     values = {id(s): torch.rand((), generator=generator) for s in samples}
-    config = LearnerConfig(algo="ppo", loss_aggregation=mode, norm_tokens=7, entropy_coef=0.1,
-                           clip_low=0.1, clip_high=0.3)
+    config = LearnerConfig(
+        algo="ppo", loss_aggregation=mode, norm_tokens=7, entropy_coef=0.1, clip_low=0.1, clip_high=0.3
+    )
     counts = GlobalCounts(sum(len(s.output_ids) for s in samples), len(samples))
 
     def loss_of(part):
@@ -140,9 +165,10 @@ def test_loss_is_the_same_whether_the_batch_is_split_or_not(mode):
         width = batch.action_ids.shape[1]
         lp = torch.zeros(len(part), width)
         for row, s in enumerate(part):
-            lp[row, width - len(s.output_ids):] = learner_lp[id(s)]
-        out = PolicyOutputs(logprobs=lp, old_logprobs=lp - 0.1, entropy=-lp,
-                            values=torch.stack([values[id(s)] for s in part]))
+            lp[row, width - len(s.output_ids) :] = learner_lp[id(s)]
+        out = PolicyOutputs(
+            logprobs=lp, old_logprobs=lp - 0.1, entropy=-lp, values=torch.stack([values[id(s)] for s in part])
+        )
         return rl_objective(out, batch, counts, config=config).total
 
     whole = loss_of(samples)

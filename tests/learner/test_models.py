@@ -2,6 +2,7 @@
 
 Conversions run once, into a module-scoped temporary $SFTRL_CACHE.
 """
+
 import multiprocessing
 import os
 from pathlib import Path
@@ -32,9 +33,8 @@ def fresh_cache(tmp_path_factory):
 
 def _greedy(policy, n_tokens: int) -> list[int]:
     ids = encode_prompt(policy, CHAT).input_ids
-    out = policy.model.generate(torch.tensor([ids]), max_new_tokens=n_tokens,
-                                do_sample=False)  # (1, T + n)
-    return out[0, len(ids):].tolist()
+    out = policy.model.generate(torch.tensor([ids]), max_new_tokens=n_tokens, do_sample=False)  # (1, T + n)
+    return out[0, len(ids) :].tolist()
 
 
 def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -126,8 +126,7 @@ def test_build_once_builds_once_when_two_processes_race(tmp_path):
     ctx = multiprocessing.get_context("fork")  # cheap: the children only touch files
     barrier = ctx.Barrier(2)
     log = tmp_path / "builds.log"
-    procs = [ctx.Process(target=_build_in_race, args=(str(tmp_path / "m"), str(log), barrier))
-             for _ in range(2)]
+    procs = [ctx.Process(target=_build_in_race, args=(str(tmp_path / "m"), str(log), barrier)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:
@@ -148,11 +147,14 @@ def test_build_once_leaves_nothing_when_the_build_fails(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == [".m.lock"]
 
 
-@pytest.mark.parametrize("name, fix", [
-    ("no-such-model", "tiny"),
-    ("/nonexistent/sftrl/model", "Hugging Face id"),
-    ("./relative/missing", "existing model directory"),
-])
+@pytest.mark.parametrize(
+    "name, fix",
+    [
+        ("no-such-model", "tiny"),
+        ("/nonexistent/sftrl/model", "Hugging Face id"),
+        ("./relative/missing", "existing model directory"),
+    ],
+)
 def test_unknown_names_fail_with_the_fix(name, fix):
     with pytest.raises(ValueError, match=fix) as info:
         load_policy(name)

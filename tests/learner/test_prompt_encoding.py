@@ -1,4 +1,5 @@
 """Tests of learner.prompt_encoding: chat template, round trips, image token expansion."""
+
 import numpy as np
 import pytest
 import torch
@@ -27,7 +28,8 @@ def test_chat_template_is_smollm2s(tiny):
     assert tiny.tokenizer.decode(ids) == (
         "<|im_start|>system\nYou play cards.<|im_end|>\n"
         "<|im_start|>user\nCards: 3, 4, 5, K. Reach 24.<|im_end|>\n"
-        "<|im_start|>assistant\n")
+        "<|im_start|>assistant\n"
+    )
 
 
 def test_default_system_prompt_is_added_without_one(tiny):
@@ -54,8 +56,7 @@ def test_prompt_ids_feed_the_model(tiny):
     assert out.shape == (1, ids.shape[1] + 4)
 
 
-IMAGE_TURN = {"role": "user", "content": [{"type": "image"},
-                                          {"type": "text", "text": "Which cards do you see?"}]}
+IMAGE_TURN = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which cards do you see?"}]}
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +74,11 @@ def test_vlm_prompt_expands_the_image_token(tiny_vlm):
     assert encoded.input_ids.count(image_id) == tiny_vlm.model.config.image_seq_length == 64
     assert encoded.pixel_values.shape == (1, 3, 128, 128)
     text = tiny_vlm.tokenizer.decode(encoded.input_ids).replace("<image>" * 64, "<IMG>")
-    assert text == ("<|im_start|>system\nYou play cards.<|im_end|>\n"
-                    "<|im_start|>user\n<IMG>\nWhich cards do you see?<|im_end|>\n"
-                    "<|im_start|>assistant\n")
+    assert text == (
+        "<|im_start|>system\nYou play cards.<|im_end|>\n"
+        "<|im_start|>user\n<IMG>\nWhich cards do you see?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
 
 
 def test_vlm_forward_and_generate_use_the_image(tiny_vlm):
@@ -88,8 +91,9 @@ def test_vlm_forward_and_generate_use_the_image(tiny_vlm):
     assert not torch.allclose(logits(_image(1)), logits(_image(2)))  # (1, T, V) each
     encoded = encode_prompt(tiny_vlm, [IMAGE_TURN], [_image(1)])
     ids = torch.tensor([encoded.input_ids])  # (1, T)
-    out = tiny_vlm.model.generate(ids, pixel_values=encoded.pixel_values, max_new_tokens=3,
-                                  do_sample=False)  # (1, T + 3)
+    out = tiny_vlm.model.generate(
+        ids, pixel_values=encoded.pixel_values, max_new_tokens=3, do_sample=False
+    )  # (1, T + 3)
     assert out.shape == (1, ids.shape[1] + 3)
 
 

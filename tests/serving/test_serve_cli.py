@@ -1,4 +1,5 @@
 """`sftrl serve`: starts Ray and Serve, prints a URL and a curl that works, stops cleanly on Ctrl-C."""
+
 import json
 import os
 import signal
@@ -41,9 +42,14 @@ def test_sftrl_serve_prints_a_working_curl_and_stops_on_ctrl_c():
     sftrl = Path(sys.executable).with_name("sftrl")
     env = {k: v for k, v in os.environ.items() if k != "SFTRL_API_KEY"}
     # Started with SIGINT ignored, as a background job of a non-interactive shell is: Ctrl-C must still stop it.
-    process = subprocess.Popen([str(sftrl), "serve", "--model", "tiny", "--port", str(port)], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, env=env,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    process = subprocess.Popen(
+        [str(sftrl), "serve", "--model", "tiny", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     try:
         lines = []
         deadline = time.monotonic() + 240

@@ -3,6 +3,7 @@
 One Ray cluster and one Serve instance for the module, three applications on route prefixes:
 `/tiny` (2 replicas, small queue), `/secure` (API key), `/vlm` (tiny-vlm, small image limits).
 """
+
 import asyncio
 import socket
 import time
@@ -25,8 +26,12 @@ from serving.weights import StaleVersionError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 API_KEY = "test-key-123"
-PROMPT = {"messages": [{"role": "user", "content": "Say something."}], "max_new_tokens": 6, "temperature": 1.0,
-          "seed": 11}
+PROMPT = {
+    "messages": [{"role": "user", "content": "Say something."}],
+    "max_new_tokens": 6,
+    "temperature": 1.0,
+    "seed": 11,
+}
 
 
 @dataclass
@@ -59,9 +64,18 @@ def root():
 
 @pytest.fixture(scope="module")
 def tiny(root):
-    return _deploy(ServingConfig(model="tiny", app_name="tiny", route_prefix="/tiny", num_replicas=2,
-                                 max_new_tokens_limit=64, default_max_new_tokens=16,
-                                 limits=ServingLimits(max_queued_requests=6, max_request_bytes=1_000_000)), root)
+    return _deploy(
+        ServingConfig(
+            model="tiny",
+            app_name="tiny",
+            route_prefix="/tiny",
+            num_replicas=2,
+            max_new_tokens_limit=64,
+            default_max_new_tokens=16,
+            limits=ServingLimits(max_queued_requests=6, max_request_bytes=1_000_000),
+        ),
+        root,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +90,9 @@ def vlm(root):
 
 
 def _image(width: int, height: int) -> str:
-    return to_data_url(Image.fromarray(np.random.RandomState(width).randint(0, 255, (height, width, 3), dtype=np.uint8)))
+    return to_data_url(
+        Image.fromarray(np.random.RandomState(width).randint(0, 255, (height, width, 3), dtype=np.uint8))
+    )
 
 
 def _flat(width: int, height: int) -> str:
@@ -100,16 +116,24 @@ def test_generate_over_http_and_handle_agree(tiny):
     by_handle = tiny.handle.generate.remote(PROMPT).result()
     assert by_handle["output_token_ids"] == reply["output_token_ids"]
     assert by_handle["prompt_token_ids"] == reply["prompt_token_ids"]
-    by_ids = tiny.handle.generate.remote({"prompt_token_ids": reply["prompt_token_ids"], "max_new_tokens": 6,
-                                          "temperature": 1.0, "seed": 11}).result()
+    by_ids = tiny.handle.generate.remote(
+        {"prompt_token_ids": reply["prompt_token_ids"], "max_new_tokens": 6, "temperature": 1.0, "seed": 11}
+    ).result()
     assert by_ids["output_token_ids"] == reply["output_token_ids"]
 
 
 def test_openai_client_chat_with_n_logprobs_and_usage(tiny):
     client = OpenAI(base_url=f"{tiny.url}/v1", api_key="unused")
     assert [m.id for m in client.models.list().data] == ["tiny"]
-    completion = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], n=2,
-                                                max_tokens=5, logprobs=True, seed=3, temperature=1.0)
+    completion = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "Hi"}],
+        n=2,
+        max_tokens=5,
+        logprobs=True,
+        seed=3,
+        temperature=1.0,
+    )
     assert len(completion.choices) == 2
     assert completion.choices[0].message.content != completion.choices[1].message.content
     assert completion.usage.completion_tokens == sum(len(c.logprobs.content) for c in completion.choices) == 10
@@ -126,8 +150,9 @@ def test_policy_route_reports_model_version_device_replica(tiny):
 def test_concurrent_requests_are_batched(tiny):
     async def burst():
         async with httpx.AsyncClient(timeout=120) as client:
-            return await asyncio.gather(*(client.post(f"{tiny.url}/v1/generate", json={**PROMPT, "seed": i})
-                                          for i in range(6)))
+            return await asyncio.gather(
+                *(client.post(f"{tiny.url}/v1/generate", json={**PROMPT, "seed": i}) for i in range(6))
+            )
 
     assert all(r.status_code == 200 for r in asyncio.run(burst()))
     infos = tiny.handle.broadcast("info").results()
@@ -136,8 +161,19 @@ def test_concurrent_requests_are_batched(tiny):
 
 def test_openai_client_sends_images_to_the_vlm(vlm):
     client = OpenAI(base_url=f"{vlm.url}/v1", api_key="unused")
-    completion = client.chat.completions.create(model="tiny-vlm", max_tokens=4, messages=[{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": _image(32, 24)}}, {"type": "text", "text": "What is shown?"}]}])
+    completion = client.chat.completions.create(
+        model="tiny-vlm",
+        max_tokens=4,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": _image(32, 24)}},
+                    {"type": "text", "text": "What is shown?"},
+                ],
+            }
+        ],
+    )
     assert completion.choices[0].finish_reason in ("stop", "length")
     text_only = load_policy("tiny-vlm").tokenizer("What is shown?")["input_ids"]
     assert completion.usage.prompt_tokens > len(text_only) + 10  # image tokens were inserted
@@ -155,10 +191,33 @@ BAD_TINY = [
     ("context", "/v1/generate", {"json": {"prompt_token_ids": [1] * 8190, "max_new_tokens": 8}}, 400, "context_length"),
     ("vocab", "/v1/generate", {"json": {"prompt_token_ids": [10**9]}}, 400, "vocab_size"),
     ("body bytes", "/v1/generate", {"content": b"[" + b"1," * 600_000 + b"1]"}, 413, "max_request_bytes"),
-    ("image to text model", "/v1/generate", {"json": {**PROMPT, "images": [_image(8, 8)], "messages": [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]}}, 400, "images"),
-    ("chat n", "/v1/chat/completions", {"json": {"model": "tiny", "n": 99, "messages": [{"role": "user", "content": "x"}]}}, 400, "max_n"),
-    ("chat stream", "/v1/chat/completions", {"json": {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "x"}]}}, 422, "validation"),
+    (
+        "image to text model",
+        "/v1/generate",
+        {
+            "json": {
+                **PROMPT,
+                "images": [_image(8, 8)],
+                "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
+            }
+        },
+        400,
+        "images",
+    ),
+    (
+        "chat n",
+        "/v1/chat/completions",
+        {"json": {"model": "tiny", "n": 99, "messages": [{"role": "user", "content": "x"}]}},
+        400,
+        "max_n",
+    ),
+    (
+        "chat stream",
+        "/v1/chat/completions",
+        {"json": {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "x"}]}},
+        422,
+        "validation",
+    ),
 ]
 
 
@@ -230,8 +289,12 @@ def test_api_key_guards_every_route_but_healthz(secure):
         assert httpx.get(f"{secure.url}/v1/policy", headers=headers).status_code == 401
     assert httpx.get(f"{secure.url}/v1/policy", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
     client = OpenAI(base_url=f"{secure.url}/v1", api_key=API_KEY)
-    assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
-                                          max_tokens=2).usage.completion_tokens >= 1
+    assert (
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        ).usage.completion_tokens
+        >= 1
+    )
 
 
 def test_weights_cannot_be_loaded_over_http(secure):
@@ -246,15 +309,18 @@ def test_weights_cannot_be_loaded_over_http(secure):
 
 
 def _replicas(app: App) -> list[dict]:
-    return [r for r in app.handle.broadcast("info").results(return_exceptions=True, timeout_s=30)
-            if isinstance(r, dict)]
+    return [
+        r for r in app.handle.broadcast("info").results(return_exceptions=True, timeout_s=30) if isinstance(r, dict)
+    ]
 
 
 def test_broadcast_swap_reaches_both_replicas_and_a_restarted_one(tiny):
     before = tiny.handle.generate.remote(PROMPT).result()
     policy = load_policy("tiny")
-    shifted = {name: tensor + 0.05 * torch_randn_like(tensor, seed=i)
-               for i, (name, tensor) in enumerate(policy.model.state_dict().items())}
+    shifted = {
+        name: tensor + 0.05 * torch_randn_like(tensor, seed=i)
+        for i, (name, tensor) in enumerate(policy.model.state_dict().items())
+    }
     reports = tiny.handle.broadcast("load_weights", ray.put(shifted), 5).results()
     assert len(reports) == 2 and all(r["version"] == 5 and r["swapped"] for r in reports)
     assert {info["version"] for info in _replicas(tiny)} == {5}
@@ -273,8 +339,10 @@ def test_broadcast_swap_reaches_both_replicas_and_a_restarted_one(tiny):
 def test_a_recreated_registry_is_refilled_for_later_replicas(tiny):
     version = max(info["version"] for info in _replicas(tiny)) + 1
     policy = load_policy("tiny")
-    shifted = {name: tensor + 0.05 * torch_randn_like(tensor, seed=100 + i)
-               for i, (name, tensor) in enumerate(policy.model.state_dict().items())}
+    shifted = {
+        name: tensor + 0.05 * torch_randn_like(tensor, seed=100 + i)
+        for i, (name, tensor) in enumerate(policy.model.state_dict().items())
+    }
     tiny.handle.broadcast("load_weights", ray.put(shifted), version).results()
     expected = tiny.handle.generate.remote(PROMPT).result()
     assert expected["policy_version"] == version
@@ -300,8 +368,11 @@ def test_a_recreated_registry_is_refilled_for_later_replicas(tiny):
 def _registry_actor(app: App):
     """The weight registry actor of `app`'s deployment (Serve names it SERVE_DEPLOYMENT_ACTOR::app::deployment::...)."""
     prefix, suffix = f"SERVE_DEPLOYMENT_ACTOR::{app.name}::{DEPLOYMENT_NAME}::", f"::{REGISTRY_ACTOR}"
-    named = [a for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["name"].startswith(prefix) and a["name"].endswith(suffix)]
+    named = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(prefix) and a["name"].endswith(suffix)
+    ]
     if len(named) != 1:
         raise LookupError(f"want one registry actor of {app.name!r}, found {named}")
     return ray.get_actor(named[0]["name"], namespace=named[0]["namespace"])

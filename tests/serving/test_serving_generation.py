@@ -1,4 +1,5 @@
 """Unit tests of batched generation, request preparation, weight versions and the runtime, on `tiny` (no Ray)."""
+
 import asyncio
 import threading
 
@@ -28,15 +29,17 @@ def _ids(policy, text):
 def _teacher_forced_logprobs(policy, prompt, output, temperature):
     ids = torch.tensor([prompt + output])  # (1, T)
     with torch.no_grad():
-        logits = policy.model(input_ids=ids).logits[0, len(prompt) - 1:-1]  # (n_out, V)
+        logits = policy.model(input_ids=ids).logits[0, len(prompt) - 1 : -1]  # (n_out, V)
     logp = torch.log_softmax(logits / temperature, dim=-1)  # (n_out, V)
     return logp.gather(-1, torch.tensor(output)[:, None]).squeeze(-1)  # (n_out,)
 
 
 def test_logprobs_match_a_teacher_forced_pass_despite_padding_and_early_finish(tiny):
     prompts = [_ids(tiny, "hi"), _ids(tiny, "a much longer prompt than the first one, padded on the left")]
-    requests = [GenerationRequest(prompts[0], 3, temperature=0.7, seed=1),
-                GenerationRequest(prompts[1], 9, temperature=1.3, seed=2)]
+    requests = [
+        GenerationRequest(prompts[0], 3, temperature=0.7, seed=1),
+        GenerationRequest(prompts[1], 9, temperature=1.3, seed=2),
+    ]
     results = generate_batch(tiny, requests)
     assert [len(r.output_ids) for r in results] == [3, 9]
     assert all(r.finish_reason == "length" for r in results)
@@ -57,8 +60,13 @@ def test_a_seeded_request_samples_the_same_alone_or_in_a_batch(tiny):
 
 def test_tiny_top_p_is_greedy(tiny):
     prompt = _ids(tiny, "nucleus")
-    greedy, nucleus = generate_batch(tiny, [GenerationRequest(prompt, 6, temperature=0.0),
-                                            GenerationRequest(prompt, 6, temperature=1.0, top_p=1e-6, seed=5)])
+    greedy, nucleus = generate_batch(
+        tiny,
+        [
+            GenerationRequest(prompt, 6, temperature=0.0),
+            GenerationRequest(prompt, 6, temperature=1.0, top_p=1e-6, seed=5),
+        ],
+    )
     assert nucleus.output_ids == greedy.output_ids
     torch.testing.assert_close(torch.tensor(nucleus.logprobs), torch.tensor(greedy.logprobs))
 
@@ -69,8 +77,8 @@ def test_stop_string_cuts_the_text_and_ends_with_stop(tiny):
     stop = free.text[6:9]
     stopped = generate_batch(tiny, [GenerationRequest(prompt, 12, temperature=1.0, seed=7, stop=[stop])])[0]
     assert stopped.finish_reason == "stop"
-    assert stopped.text == free.text[:free.text.find(stop)]
-    assert stopped.output_ids == free.output_ids[:len(stopped.output_ids)]
+    assert stopped.text == free.text[: free.text.find(stop)]
+    assert stopped.output_ids == free.output_ids[: len(stopped.output_ids)]
     assert len(stopped.logprobs) == len(stopped.output_ids) < 12
 
 
@@ -156,8 +164,10 @@ def test_a_swap_waits_for_the_running_batch():
 
 def test_runtime_batches_concurrent_requests_with_their_own_params(tiny):
     runtime = PolicyRuntime(tiny, _config(max_batch_size=8, batch_wait_timeout_s=0.2), device="cpu")
-    requests = [GenerateRequest(prompt_token_ids=[1, 2 + i], max_new_tokens=2 + i, temperature=0.5 + 0.25 * i, seed=i)
-                for i in range(6)]
+    requests = [
+        GenerateRequest(prompt_token_ids=[1, 2 + i], max_new_tokens=2 + i, temperature=0.5 + 0.25 * i, seed=i)
+        for i in range(6)
+    ]
 
     async def main():
         return await asyncio.gather(*(runtime.generate(r) for r in requests))

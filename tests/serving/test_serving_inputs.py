@@ -1,4 +1,5 @@
 """Unit tests (no Ray, no model) of the serving boundary: config, schemas, limits, images, batcher."""
+
 import asyncio
 import base64
 import io
@@ -55,24 +56,39 @@ def test_generate_request_needs_exactly_one_prompt():
     assert GenerateRequest(prompt_token_ids=[1, 2]).temperature == 1.0
 
 
-@pytest.mark.parametrize("body", [
-    {"prompt_token_ids": [1], "temprature": 0.5},          # typo: unknown field
-    {"prompt_token_ids": "1 2 3"},                          # wrong type
-    {"prompt_token_ids": [1], "top_p": 0},                  # out of range
-    {"messages": [{"role": "robot", "content": "hi"}]},     # bad role
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt_token_ids": [1], "temprature": 0.5},  # typo: unknown field
+        {"prompt_token_ids": "1 2 3"},  # wrong type
+        {"prompt_token_ids": [1], "top_p": 0},  # out of range
+        {"messages": [{"role": "robot", "content": "hi"}]},  # bad role
+    ],
+)
 def test_generate_request_rejects_bad_bodies(body):
     with pytest.raises(ValidationError):
         GenerateRequest.model_validate(body)
 
 
 def test_chat_request_maps_images_stop_and_max_tokens():
-    chat = ChatCompletionRequest.model_validate({
-        "model": "tiny", "max_tokens": 7, "stop": "END", "seed": 3, "unknown_openai_field": 1,
-        "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-            {"type": "text", "text": "what is it?"}]}],
-    })
+    chat = ChatCompletionRequest.model_validate(
+        {
+            "model": "tiny",
+            "max_tokens": 7,
+            "stop": "END",
+            "seed": 3,
+            "unknown_openai_field": 1,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                        {"type": "text", "text": "what is it?"},
+                    ],
+                }
+            ],
+        }
+    )
     request = chat_to_generate(chat)
     assert request.images == ["data:image/png;base64,AAAA"]
     assert request.messages[0].content[0].type == "image"
@@ -126,12 +142,15 @@ def test_decode_images_accepts_png_and_jpeg_as_data_url_or_bare_base64():
     assert all(im.mode == "RGB" for im in images)
 
 
-@pytest.mark.parametrize("text,status,code", [
-    ("data:image/png;base64," + base64.b64encode(b"not an image at all").decode(), 400, "image_decode"),
-    ("data:image/png;base64,@@@@", 400, "image_decode"),
-    ("https://example.com/cat.png", 400, "image_url"),
-    ("data:image/png,rawdata", 400, "image_format"),
-])
+@pytest.mark.parametrize(
+    "text,status,code",
+    [
+        ("data:image/png;base64," + base64.b64encode(b"not an image at all").decode(), 400, "image_decode"),
+        ("data:image/png;base64,@@@@", 400, "image_decode"),
+        ("https://example.com/cat.png", 400, "image_url"),
+        ("data:image/png,rawdata", 400, "image_format"),
+    ],
+)
 def test_decode_images_refuses_corrupt_or_remote(text, status, code):
     with pytest.raises(RequestError) as error:
         decode_images([text])

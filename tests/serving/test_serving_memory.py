@@ -1,4 +1,5 @@
 """release_freed_memory trims the heap on glibc (the swap path calls it; the bench shows its effect)."""
+
 import platform
 
 from serving.memory import release_freed_memory
