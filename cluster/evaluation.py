@@ -11,7 +11,7 @@ comparable across iterations) through the rollout fleet, greedy or sampled, and 
 
 It writes `OUT_DIR/episodes_<variant>.jsonl` (every episode, every turn's text) and
 `OUT_DIR/summary.csv`, and `render_table` draws the rich table. `sftrl eval --checkpoint DIR
---task gp-l` runs it on a saved checkpoint (cli_train.py).
+--task gp-l` runs it on a saved checkpoint (cluster/cli/train.py).
 """
 
 from __future__ import annotations

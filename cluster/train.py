@@ -2,7 +2,7 @@
 
 On a bare machine it starts Ray itself; under `ray job submit` (RAY_ADDRESS is set) it connects
 to that cluster. It then starts the policy server (Ray Serve), the learner ranks (DeepSpeed
-ZeRO-3) and the rollout fleet, and runs `loop.Trainer`: SFT phase, RL iterations, evaluation.
+ZeRO-3) and the rollout fleet, and runs `trainer.Trainer`: SFT phase, RL iterations, evaluation.
 Everything the run writes lives under the run directory (default `runs/<config name>`): the
 resolved `config.yaml`, `metrics.jsonl`, `tensorboard/`, `eval/`, `checkpoints/`.
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from cluster.config import ConfigError, TrainConfig, load_config
 from cluster.fleet import RolloutFleet
-from cluster.loop import Trainer, TrainState
+from cluster.trainer import Trainer, TrainState
 from cluster.policy_service import PolicyService
 from cluster.ray_connect import init_ray
 from cluster.rollout import RolloutWorker

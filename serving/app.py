@@ -88,7 +88,7 @@ class PolicyServer:
         import torch
 
         from learner.models import load_policy
-        from serving.server import PolicyRuntime
+        from serving.runtime import PolicyRuntime
 
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)

@@ -22,7 +22,7 @@ from envs.virl.observation import PICTURE_OBSERVATION, history_text
 from envs.virl.oracle import oracle_answer
 from envs.virl.prompt import MAX_PROMPT_CHARS, PROMPT_CHARSET, feedback_prompt, system_prompt, task_prompt
 from envs.virl.render import DEFAULT_VIEW_PX, picture_shape, render_point
-from envs.virl.reward import MAX_ANSWER_CHARS, RewardTable, judge
+from envs.virl.verifier import MAX_ANSWER_CHARS, RewardTable, judge
 from envs.virl.route import MAX_INTERMEDIATE, MAX_TURNS, Route, synthetic_route
 from envs.virl.styles import OOD_STYLES, TRAINING_STYLE, Style
 

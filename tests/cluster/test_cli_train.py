@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from cluster.cli import app
+from cluster.cli.main import app
 from cluster.metrics import MetricsLogger
 
 runner = CliRunner()

@@ -6,7 +6,7 @@ import pytest
 from cluster_fakes import FakeEnv, FakeLearner, FakePolicy, FakeServer, InProcessFleet
 
 from cluster.config import CONFIG_DIR, load_config
-from cluster.loop import STATE_FILE, Trainer, newest_checkpoint
+from cluster.trainer import STATE_FILE, Trainer, newest_checkpoint
 from cluster.metrics import read_metrics
 from cluster.rollout import RolloutWorker
 from learner.batch import Sample

@@ -1,11 +1,11 @@
-"""`sftrl data virl` and `sftrl play virl --render` (cluster.cli_envs with the V-IRL entry)."""
+"""`sftrl data virl` and `sftrl play virl --render` (cluster.cli.envs with the V-IRL entry)."""
 
 import json
 
 from PIL import Image
 from typer.testing import CliRunner
 
-from cluster.cli import app
+from cluster.cli.main import app
 
 runner = CliRunner()
 

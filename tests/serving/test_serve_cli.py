@@ -13,8 +13,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from cluster.cli import app
-from cluster.cli_serve import example_curl
+from cluster.cli.main import app
+from cluster.cli.serve import example_curl
 
 
 def _free_port() -> int:

@@ -13,7 +13,7 @@ from serving.generation import GenerationRequest, generate_batch
 from serving.limits import RequestError
 from serving.prepare import PolicyLimits, prepare
 from serving.schemas import GenerateRequest
-from serving.server import PolicyRuntime, _Pending
+from serving.runtime import PolicyRuntime, _Pending
 from serving.weights import StaleVersionError, VersionedWeights
 
 

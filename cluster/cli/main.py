@@ -1,13 +1,13 @@
 """The `sftrl` command line: data export, play, serve, train, eval, plot.
 
-Each group of commands lives in its own module (`cli_*.py`) and is registered here, so this file
+Each group of commands lives in its own module of `cluster/cli/` and is registered here, so this file
 only wires them together. Heavy imports (torch, ray) stay inside the command bodies so that
 `sftrl --help` is fast. Run `sftrl --help` for the list.
 """
 
 import typer
 
-from cluster import cli_envs, cli_serve, cli_train
+from cluster.cli import envs, serve, train
 
 app = typer.Typer(no_args_is_help=True, help="sftrl: SFT vs RL post-training on Ray, Serve and DeepSpeed.")
 
@@ -20,9 +20,9 @@ def version() -> None:
     typer.echo(f"sftrl {installed_version('sftrl')}")
 
 
-app.add_typer(cli_envs.app)  # sftrl data ENV, sftrl play ENV
-app.add_typer(cli_train.app)  # sftrl train, sftrl eval, sftrl plot
-app.command("serve")(cli_serve.serve)  # sftrl serve --model smollm2-135m
+app.add_typer(envs.app)  # sftrl data ENV, sftrl play ENV
+app.add_typer(train.app)  # sftrl train, sftrl eval, sftrl plot
+app.command("serve")(serve.serve)  # sftrl serve --model smollm2-135m
 
 if __name__ == "__main__":
     app()

@@ -12,7 +12,7 @@ The trainer's own state (`TrainState`: SFT steps done, RL iterations done, polic
 next to the learner's checkpoint, so `run(resume=True)` continues from the newest checkpoint's step
 and version, pushing its weights to the server before the first rollout. Training seeds of
 iteration i depend only on (run.seed, i), so a resumed run plays the hands it would have played.
-`build_trainer` (train.py) wires the real learner, server and fleet; tests pass fakes.
+`build_session` (train.py) wires the real learner, server and fleet; tests pass fakes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`make demo`: train SmolLM2-135M on GP-L (SFT warm-up, then GRPO), compare id vs rule_ood on
 held-out hands, plot the curves, then serve the trained policy on 127.0.0.1:8000 until Ctrl-C.
 
-    python -m cluster.demo [--config cluster/configs/demo.yaml] [--run-dir runs/demo] [--no-serve]
+    python -m cluster.cli.demo [--config cluster/configs/demo.yaml] [--run-dir runs/demo] [--no-serve]
                            [key=value ...]          # e.g. serving.port=8001 run.iterations=1
 
 Everything runs on this machine: a local Ray cluster, one Serve replica, one DeepSpeed rank, two
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cluster.cli_serve import CURL_AUTH, example_curl
+from cluster.cli.serve import CURL_AUTH, example_curl
 from cluster.config import CONFIG_DIR, TrainConfig, load_config
 from cluster.evaluation import eval_requests, render_table
 from cluster.plot import plot_run
@@ -58,7 +58,7 @@ def show_serving(config: TrainConfig, run_dir: Path, console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cluster.cli.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIG_DIR / "demo.yaml"), help="YAML config")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="where the run writes")
     parser.add_argument("--no-serve", action="store_true", help="stop after training, evaluation and plots")
