@@ -1,0 +1,1 @@
+"""The driver: config, rollout actors, the SFT and RL loops, evaluation, metrics, the CLI (see README)."""

@@ -44,6 +44,7 @@ class MetricsLogger:
         self._writer.flush()
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer (the JSONL file is closed after every record)."""
         self._writer.close()
 
 

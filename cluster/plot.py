@@ -45,8 +45,8 @@ def _draw_panel(plt: Any, name: str, series: dict[str, list[tuple[int, float]]],
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        xs, ys = zip(*series[key])
+    for ax, key in zip(axes.flat, keys, strict=False):  # a grid may have spare axes
+        xs, ys = zip(*series[key], strict=True)
         ax.plot(xs, ys, marker="o", markersize=3)
         ax.set_title(key, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -1,5 +1,7 @@
-"""Join the Ray cluster a command should use: the one already initialised, RAY_ADDRESS's (under
-`ray job submit`), or a local one this process starts (and must stop).
+"""Join the Ray cluster a command should use.
+
+That is the one already initialised, RAY_ADDRESS's (under `ray job submit`), or a local one this process
+starts (and must stop).
 """
 
 import os

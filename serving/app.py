@@ -205,16 +205,19 @@ class PolicyServer:
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
+        """Liveness: answers without the API key while the replica's event loop runs."""
         return {"status": "ok"}
 
     @api.post("/v1/generate")
     async def http_generate(self, request: Request) -> JSONResponse:
+        """`POST /v1/generate`: token in, token out (GenerateRequest -> GenerateResponse)."""
         self._authorize(request)
         parsed = await self._body(request, GenerateRequest)
         return JSONResponse((await self.runtime.generate(parsed)).model_dump())
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> JSONResponse:
+        """`POST /v1/chat/completions`: OpenAI-compatible chat on top of the generate path."""
         self._authorize(request)
         chat = await self._body(request, ChatCompletionRequest)
         check_at_most(chat.n, self.config.limits.max_n, what="n", code="max_n")
@@ -224,11 +227,13 @@ class PolicyServer:
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> JSONResponse:
+        """`GET /v1/models`: the OpenAI model list (one model: the served policy)."""
         self._authorize(request)
         return JSONResponse(ModelList(data=[ModelCard(id=self.model_name, created=0)]).model_dump())
 
     @api.get("/v1/policy")
     async def policy(self, request: Request) -> JSONResponse:
+        """`GET /v1/policy`: what this replica serves (see `info`)."""
         self._authorize(request)
         return JSONResponse(self.info())
 

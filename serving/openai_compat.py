@@ -55,7 +55,7 @@ def chat_to_generate(chat: ChatCompletionRequest) -> GenerateRequest:
 
 def _token_logprobs(reply: GenerateResponse, tokenizer) -> ChoiceLogprobs:
     entries = []
-    for token_id, logprob in zip(reply.output_token_ids, reply.logprobs):
+    for token_id, logprob in zip(reply.output_token_ids, reply.logprobs, strict=True):
         token = tokenizer.decode([token_id])
         entries.append(TokenLogprob(token=token, logprob=logprob, bytes=list(token.encode("utf-8"))))
     return ChoiceLogprobs(content=entries)

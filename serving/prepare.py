@@ -27,6 +27,7 @@ class PolicyLimits:
 
     @classmethod
     def of(cls, policy: LoadedPolicy) -> PolicyLimits:
+        """The bounds of `policy`: its context length, vocabulary size and image token (VLMs)."""
         config = policy.model.config
         return cls(
             context_tokens=config.get_text_config().max_position_embeddings,

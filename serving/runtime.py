@@ -115,7 +115,7 @@ class PolicyRuntime:
         self.stats.largest_batch = max(self.stats.largest_batch, len(items))
         return [
             _Outcome(attempt.result, attempt.error, version, start - item.enqueued_s, seconds)
-            for item, attempt in zip(items, attempts)
+            for item, attempt in zip(items, attempts, strict=True)
         ]
 
     def _alone(self, item: _Pending) -> _Attempt:

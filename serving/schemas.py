@@ -69,6 +69,8 @@ class GenerateRequest(SamplingParams):
 
 
 class Timing(BaseModel):
+    """Server-side seconds: waiting for a batch, and the batch that generated the reply."""
+
     queue_s: float
     generate_s: float
 
@@ -89,21 +91,29 @@ class GenerateResponse(BaseModel):
 
 
 class ImageURL(BaseModel):
+    """An OpenAI `image_url`: a base64 `data:` URL (remote URLs are refused)."""
+
     url: str
     detail: str | None = None
 
 
 class ChatTextPart(BaseModel):
+    """A text part of an OpenAI chat message."""
+
     type: Literal["text"]
     text: str
 
 
 class ChatImagePart(BaseModel):
+    """An image part of an OpenAI chat message."""
+
     type: Literal["image_url"]
     image_url: ImageURL
 
 
 class ChatMessage(BaseModel):
+    """One OpenAI chat message (string or list-of-parts content)."""
+
     role: Role
     content: str | list[Annotated[ChatTextPart | ChatImagePart, Field(discriminator="type")]]
 
@@ -127,6 +137,8 @@ class ChatCompletionRequest(BaseModel):
 
 
 class TokenLogprob(BaseModel):
+    """One generated token and its log-prob (OpenAI `logprobs.content[i]`)."""
+
     token: str
     logprob: float
     bytes: list[int]
@@ -134,15 +146,21 @@ class TokenLogprob(BaseModel):
 
 
 class ChoiceLogprobs(BaseModel):
+    """The per-token log-probs of one choice."""
+
     content: list[TokenLogprob]
 
 
 class AssistantMessage(BaseModel):
+    """The assistant reply of one choice."""
+
     role: Literal["assistant"] = "assistant"
     content: str
 
 
 class Choice(BaseModel):
+    """One completion of an OpenAI chat request."""
+
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length"]
@@ -150,12 +168,16 @@ class Choice(BaseModel):
 
 
 class Usage(BaseModel):
+    """Token counts of a chat completion (prompt counted once for all choices)."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
 
 class ChatCompletionResponse(BaseModel):
+    """The OpenAI `chat.completion` object, plus the weights' `policy_version`."""
+
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
@@ -166,6 +188,8 @@ class ChatCompletionResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """One entry of `GET /v1/models`."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -173,6 +197,8 @@ class ModelCard(BaseModel):
 
 
 class ModelList(BaseModel):
+    """`GET /v1/models`: the OpenAI model list."""
+
     object: Literal["list"] = "list"
     data: list[ModelCard]
 

@@ -42,7 +42,7 @@ def test_text_reset_step_with_oracle_answer():
                        ("gymnasium.make", gym.make("sftrl/GeneralPoints-v0"))]:  # fmt: skip
         oracle = env.unwrapped
 
-        def episodes(n):
+        def episodes(n, env=env, oracle=oracle):
             for seed in range(n):
                 env.reset(seed=seed)
                 _, reward, terminated, _, _ = env.step(oracle.oracle_action())

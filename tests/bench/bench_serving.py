@@ -64,12 +64,13 @@ def _local_batched(policy, requests: list[GenerationRequest]) -> float:
 
 
 def _paired_batch_one(policy, requests: list[GenerationRequest], url: str) -> tuple[list[float], float]:
-    """Each of the first N_PAIRS requests in-process, then over HTTP, in turn; returns the per-pair
-    HTTP/in-process throughput ratios and the HTTP sequential rate (tok/s).
+    """Each of the first N_PAIRS requests in-process, then over HTTP, in turn.
+
+    Returns the per-pair HTTP/in-process throughput ratios and the HTTP sequential rate (tok/s).
     """
     ratios, tokens, http_s = [], 0, 0.0
     with httpx.Client(timeout=600) as client:
-        for request, body in zip(requests[:N_PAIRS], _bodies()):
+        for request, body in zip(requests[:N_PAIRS], _bodies(), strict=False):
             start = time.perf_counter()
             local = generate_batch(policy, [request])[0]
             local_s = time.perf_counter() - start

@@ -60,7 +60,7 @@ def test_text_steps_with_oracle():
         ("gymnasium.make", gym.make("sftrl/VIRL-v0")),
     ]:
         _oracle_steps(env, 500)  # warm-up
-        rate = _rate(10_000, lambda n: _oracle_steps(env, n), "steps")
+        rate = _rate(10_000, lambda n, env=env: _oracle_steps(env, n), "steps")
         print(f"\ntext steps with the oracle answer, resets included ({label}): {rate}")
 
 

@@ -1,5 +1,6 @@
-"""The picture and navigation tasks end to end on real Ray, Serve and DeepSpeed: GP-VL with the
-tiny LLaVA model (card pictures go through the server's and the learner's image processor) and
+"""The picture and navigation tasks end to end on real Ray, Serve and DeepSpeed.
+
+GP-VL with the tiny LLaVA model (card pictures go through the server's and the learner's image processor) and
 V-IRL text with the tiny model. One SFT step, one RL iteration, evaluation of every variant.
 """
 

@@ -140,7 +140,7 @@ def containers(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def advertised(group: dict[str, Any]) -> dict[str, float]:
-    """Custom resources of `rayStartParams.resources`, written shell-quoted: '"{\\"learner\\": 1}"'."""
+    r"""Custom resources of `rayStartParams.resources`, written shell-quoted: '"{\\"learner\\": 1}"'."""
     text = group.get("rayStartParams", {}).get("resources")
     return json.loads(shlex.split(text)[0]) if text else {}
 

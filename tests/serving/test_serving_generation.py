@@ -12,8 +12,8 @@ from serving.config import ServingConfig, ServingLimits
 from serving.generation import GenerationRequest, generate_batch
 from serving.limits import RequestError
 from serving.prepare import PolicyLimits, prepare
-from serving.schemas import GenerateRequest
 from serving.runtime import PolicyRuntime, _Pending
+from serving.schemas import GenerateRequest
 from serving.weights import StaleVersionError, VersionedWeights
 
 
@@ -43,7 +43,7 @@ def test_logprobs_match_a_teacher_forced_pass_despite_padding_and_early_finish(t
     results = generate_batch(tiny, requests)
     assert [len(r.output_ids) for r in results] == [3, 9]
     assert all(r.finish_reason == "length" for r in results)
-    for request, result in zip(requests, results):
+    for request, result in zip(requests, results, strict=True):
         expected = _teacher_forced_logprobs(tiny, request.prompt_ids, result.output_ids, request.temperature)
         torch.testing.assert_close(torch.tensor(result.logprobs), expected, atol=2e-4, rtol=1e-4)
 
