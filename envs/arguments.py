@@ -27,3 +27,19 @@ def check_common_arguments(
         raise ValueError(f"max_attempts={max_attempts!r} must be an int >= 1, e.g. {default_attempts}")
     if render_mode not in (None, "rgb_array"):
         raise ValueError(f"render_mode={render_mode!r} is unsupported; use None or 'rgb_array'")
+
+
+def check_episode_bound(max_attempts: int, *, points: int, max_episode_steps: int) -> None:
+    """Raise ValueError when an episode could outlast the registered `max_episode_steps`.
+
+    An episode makes at most `max_attempts` policy calls at each of its `points` decision points
+    (1 for GeneralPoints, the longest route's rail points for V-IRL).
+    """
+    if max_attempts * points > max_episode_steps:
+        most = max_episode_steps // points
+        fix = f"use max_attempts <= {most}" if most else f"use routes of at most {max_episode_steps} points"
+        raise ValueError(
+            f"max_attempts={max_attempts} allows {max_attempts * points} policy calls per episode "
+            f"({points} decision points x {max_attempts} attempts), more than the registered "
+            f"max_episode_steps={max_episode_steps}; {fix}"
+        )

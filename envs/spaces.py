@@ -1,24 +1,77 @@
-"""A Gymnasium space for chat observations: a list of ``{"role", "content"}`` messages.
+"""The chat-env skeleton GeneralPoints and V-IRL share: their spaces, observations and bounds.
 
-Gymnasium has no space for a variable-length list of dicts whose first user turn may hold an
-image placeholder, so `ChatMessages` declares one with explicit bounds:
+Both environments are chats: a system turn, a task turn (whose content holds an image placeholder
+in the image modality), then per failed attempt the policy's answer and a feedback turn. This
+module holds what they have in common:
 
-- at most ``max_messages`` messages; each a dict with exactly the keys ``role`` and ``content``;
-- ``system`` and ``user`` contents are in ``prompt_text`` (a `gymnasium.spaces.Text` with the
-  environment's charset and length bound);
-- with ``image_in_first_user=True`` the first user content is the HF multimodal list
-  ``[{"type": "image"}, {"type": "text", "text": <in prompt_text>}]``;
-- ``assistant`` contents are the policy's raw answers: any str of at most ``max_answer_chars``.
+- `Variant` / `Modality`: the argument types of both constructors;
+- `PROMPT_CHARSET` (every system and user text is ASCII) and `MAX_ANSWER_CHARS` (longer answers
+  are judged wrong without being scanned, and echoed clipped to this bound);
+- `answer_space`, `chat_observation_space`, `opening_messages`, `chat_observation`: the action
+  space, the observation space, the first two turns and the observation dict;
+- `ChatMessages`: the space of a conversation. Gymnasium has no space for a variable-length list
+  of dicts whose first user turn may hold an image placeholder, so it declares one with explicit
+  bounds:
 
-It is what `check_env` checks observations against; environments share it (GeneralPoints, V-IRL).
+  - at most ``max_messages`` messages; each a dict with exactly the keys ``role`` and ``content``;
+  - ``system`` and ``user`` contents are in ``prompt_text`` (a `gymnasium.spaces.Text` with the
+    environment's charset and length bound);
+  - with ``image_in_first_user=True`` the first user content is the HF multimodal list
+    ``[{"type": "image"}, {"type": "text", "text": <in prompt_text>}]``;
+  - ``assistant`` contents are the policy's raw answers: any str of at most ``max_answer_chars``.
+
+  It is what `check_env` checks observations against.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import string
+from typing import Any, Literal
 
 import numpy as np
-from gymnasium.spaces import Space, Text
+from gymnasium.spaces import Box, Dict, Space, Text
+
+Variant = Literal["id", "rule_ood", "visual_ood"]
+Modality = Literal["text", "image"]
+PROMPT_CHARSET = frozenset(string.printable)  # ASCII letters, digits, punctuation, whitespace
+MAX_ANSWER_CHARS = 4096  # longer answers are judged wrong without being scanned
+
+
+def answer_space() -> Text:
+    """The action space: the policy's raw text, of at most `MAX_ANSWER_CHARS` ASCII characters."""
+    return Text(max_length=MAX_ANSWER_CHARS, min_length=0, charset=PROMPT_CHARSET)
+
+
+def chat_observation_space(
+    *, max_prompt_chars: int, max_attempts: int, image_shape: tuple[int, int, int] | None
+) -> Dict:
+    """`Dict(messages=ChatMessages)`, plus `image=Box(0, 255, image_shape, uint8)` unless it is None.
+
+    The conversation holds a system turn, a task turn and, per attempt, an answer and a feedback
+    turn; system and user texts have at most ``max_prompt_chars`` characters of `PROMPT_CHARSET`.
+    """
+    messages = ChatMessages(
+        Text(max_length=max_prompt_chars, min_length=0, charset=PROMPT_CHARSET),
+        max_messages=2 + 2 * max_attempts,
+        max_answer_chars=MAX_ANSWER_CHARS,
+        image_in_first_user=image_shape is not None,
+    )
+    if image_shape is None:
+        return Dict({"messages": messages})
+    return Dict({"messages": messages, "image": Box(0, 255, image_shape, np.uint8)})
+
+
+def opening_messages(system: str, task: str, *, with_image: bool) -> list[dict]:
+    """The system turn and the task turn; with an image, the task content is the HF multimodal list."""
+    content: str | list = [{"type": "image"}, {"type": "text", "text": task}] if with_image else task
+    return [{"role": "system", "content": system}, {"role": "user", "content": content}]
+
+
+def chat_observation(messages: list[dict], image: np.ndarray | None) -> dict[str, Any]:
+    """The observation: a copy of the message list, plus the picture (H, W, 3) uint8 when there is one."""
+    if image is None:
+        return {"messages": list(messages)}
+    return {"messages": list(messages), "image": image}
 
 
 class ChatMessages(Space[list]):
@@ -90,6 +143,7 @@ class ChatMessages(Space[list]):
 
     @property
     def is_np_flattenable(self) -> bool:
+        """False: a conversation has no fixed-size array form."""
         return False
 
     def __repr__(self) -> str:

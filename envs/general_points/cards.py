@@ -40,16 +40,11 @@ _ATOM, _MUL, _ADD = 3, 2, 1  # precedence of an expression's outermost operator
 Expr = tuple[str, int]  # (text, precedence)
 
 
-def card_value(rank: str, face_cards: tuple[int, int, int]) -> int:
-    """The number a rank stands for: A=1, 2-10 as printed, J/Q/K from ``face_cards``."""
-    return rank_values(tuple(face_cards))[rank]
-
-
 @cache
 def rank_values(face_cards: tuple[int, int, int]) -> dict[str, int]:
     """Rank -> number under a face-card rule (cached; callers must not mutate it)."""
     values = {rank: int(rank) for rank in RANKS[1:10]}
-    return {"A": 1, **values, **dict(zip("JQK", face_cards))}
+    return {"A": 1, **values, **dict(zip("JQK", face_cards, strict=True))}
 
 
 def hand_values(ranks: tuple[str, ...] | list[str], face_cards: tuple[int, int, int]) -> list[int]:

@@ -1,20 +1,21 @@
-"""The GeneralPoints Gymnasium environment (`sftrl/GeneralPoints-v0`).
+"""The GeneralPoints Gymnasium environment (`sftrl/GeneralPoints-v0`); the class docstring is its manual.
 
 import gymnasium, envs
-env = gymnasium.make("sftrl/GeneralPoints-v0", variant="id", modality="text")
-obs, info = env.reset(seed=0)
-obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+env = gymnasium.make("sftrl/GeneralPoints-v0", variant="id", modality="image")
+obs, info = env.reset(options={"cards": ["3", "3", "8", "8"]})  # obs["image"]: the hand, (H, W, 3)
+answer = '{"cards": ["3", "3", "8", "8"], "number": [3, 3, 8, 8], "formula": "8/(3-8/3)"}'
+obs, reward, terminated, truncated, info = env.step(answer)  # reward 5.0, terminated
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.arguments import check_common_arguments
+from envs import GENERAL_POINTS_MAX_EPISODE_STEPS
+from envs.arguments import check_common_arguments, check_episode_bound
 from envs.general_points.cards import (
     BLACK_SUITS,
     FACE_ORDINAL,
@@ -28,13 +29,19 @@ from envs.general_points.cards import (
     solution_table,
 )  # fmt: skip
 from envs.general_points.oracle import oracle_answer
-from envs.general_points.prompt import MAX_PROMPT_CHARS, PROMPT_CHARSET, feedback_prompt, system_prompt, task_prompt
+from envs.general_points.prompt import MAX_PROMPT_CHARS, feedback_prompt, system_prompt, task_prompt
 from envs.general_points.render import render_hand
-from envs.general_points.verifier import CATEGORIES, MAX_ANSWER_CHARS, RewardTable, judge
-from envs.spaces import ChatMessages
+from envs.general_points.verifier import CATEGORIES, RewardTable, cards_match_hand, judge
+from envs.spaces import (
+    MAX_ANSWER_CHARS,
+    Modality,
+    Variant,
+    answer_space,
+    chat_observation,
+    chat_observation_space,
+    opening_messages,
+)  # fmt: skip
 
-Variant = Literal["id", "rule_ood", "visual_ood"]
-Modality = Literal["text", "image"]
 # variant -> (J/Q/K values, suits of image hands, hand must hold a face card)
 VARIANTS: dict[str, tuple[tuple[int, int, int], tuple[str, ...], bool]] = {
     "id": (FACE_TEN, BLACK_SUITS, False),
@@ -44,7 +51,9 @@ VARIANTS: dict[str, tuple[tuple[int, int, int], tuple[str, ...], bool]] = {
 
 
 class GeneralPointsEnv(gym.Env):
-    """## Description
+    """GeneralPoints: write one formula over four cards' numbers that equals the target.
+
+    ## Description
     The arithmetic card game of "SFT Memorizes, RL Generalizes" (Chu et al., 2025), a
     generalisation of "24": the policy sees four cards and writes one formula that uses each
     card's number exactly once and equals the target. GP-L lists the cards in the prompt; GP-VL
@@ -82,18 +91,23 @@ class GeneralPointsEnv(gym.Env):
     ## Episode End
     - Termination: an answer equals the target.
     - Truncation: the `max_attempts`-th answer failed (no extra call after the last failure).
+    The registration's `max_episode_steps` (32) is a safety net: `max_attempts` may not exceed it.
 
     ## Information
     `cards` (ranks), `suits`, `numbers` (values under the rule), `target`, `variant`, `attempt`
     (answers judged so far), `success`, `feedback` (verifier sentence, "" on success or at reset),
     `reward_breakdown` (category -> reward, every category, zeros at reset), `answer` (`cards`, `number`, `formula`
-    as read; {} at reset or when nothing was read).
+    as read; {} at reset or when nothing was read), and the evaluation counts `eval_hits` /
+    `eval_trials` (metric -> count; evaluation reports sum(hits) / sum(trials) over episodes):
+    `card_accuracy`, whether the first answer's `cards` are the hand as a multiset, read with the
+    verifier's own card names ("K", "king", 13, ...); 0 / 0 at reset, then hits 0 or 1 of 1 trial,
+    in both modalities.
 
     ## Arguments
     - `variant`: "id" (J, Q, K = 10), "rule_ood" (J, Q, K = 11, 12, 13; a face card in every
       hand), "visual_ood" (image only: red suits instead of black).
     - `modality`: "text" or "image".
-    - `target` (24), `max_attempts` (5), `image_size` ((1200, 1200), width x height),
+    - `target` (24), `max_attempts` (5, at most 32), `image_size` ((1200, 1200), width x height),
       `rewards` (`RewardTable`), `render_mode` (None or "rgb_array").
 
     ## Version History
@@ -101,7 +115,6 @@ class GeneralPointsEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
-    max_turns = 5  # default bound on policy calls; an instance's bound is its `max_attempts`
 
     def __init__(
         self,
@@ -120,34 +133,29 @@ class GeneralPointsEnv(gym.Env):
         self.variant, self.modality, self.target = variant, modality, target
         self.face_cards, image_suits, self.face_required = VARIANTS[variant]
         self.suits = image_suits if modality == "image" else SUITS
-        self.max_attempts = self.max_turns = max_attempts
+        self.max_attempts = max_attempts
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.rewards = rewards or RewardTable()
         self.render_mode = render_mode
         self.table = solution_table(self.face_cards, target)
-        self.action_space = spaces.Text(max_length=MAX_ANSWER_CHARS, min_length=0, charset=PROMPT_CHARSET)
-        self.observation_space = self._observation_space()
+        self.action_space = answer_space()
+        width, height = self.image_size
+        self.observation_space = chat_observation_space(
+            max_prompt_chars=MAX_PROMPT_CHARS,
+            max_attempts=max_attempts,
+            image_shape=(height, width, 3) if modality == "image" else None,
+        )
         self._ranks: tuple[str, ...] = ()
         self._hand_suits: tuple[str, ...] = ()
         self._numbers: list[int] = []
         self._messages: list[dict] = []
         self._image: np.ndarray | None = None
         self._attempt = 0
+        self._first_cards_read: bool | None = None  # None until the first answer is judged
         self._done = True
 
-    def _observation_space(self) -> spaces.Dict:
-        messages = ChatMessages(
-            spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PROMPT_CHARSET),
-            max_messages=2 + 2 * self.max_attempts,
-            max_answer_chars=MAX_ANSWER_CHARS,
-            image_in_first_user=self.modality == "image",
-        )
-        if self.modality == "text":
-            return spaces.Dict({"messages": messages})
-        width, height = self.image_size
-        return spaces.Dict({"messages": messages, "image": spaces.Box(0, 255, (height, width, 3), np.uint8)})
-
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Deal a hand (``options={"cards": [...]}`` picks it) and return the first observation and info."""
         super().reset(seed=seed)
         options = options or {}
         unknown = set(options) - {"cards"}
@@ -156,17 +164,12 @@ class GeneralPointsEnv(gym.Env):
         self._ranks = self._hand_from(options["cards"]) if "cards" in options else self._deal()
         self._numbers = hand_values(self._ranks, self.face_cards)
         self._hand_suits = tuple(self.suits[i] for i in self._uniform_indices(len(self.suits), len(self._ranks)))
-        self._attempt, self._done = 0, False
-        task = task_prompt(None if self.modality == "image" else self._ranks, self.face_cards, target=self.target)
-        if self.modality == "image":
+        self._attempt, self._first_cards_read, self._done = 0, None, False
+        picture = self.modality == "image"
+        task = task_prompt(None if picture else self._ranks, self.face_cards, target=self.target)
+        if picture:
             self._image = render_hand(self._ranks, self._hand_suits, size=self.image_size)
-            content: str | list = [{"type": "image"}, {"type": "text", "text": task}]
-        else:
-            content = task
-        self._messages = [
-            {"role": "system", "content": system_prompt(self.target)},
-            {"role": "user", "content": content},
-        ]
+        self._messages = opening_messages(system_prompt(self.target), task, with_image=picture)
         breakdown = dict.fromkeys(CATEGORIES, 0.0)
         return self._observation(), self._info(success=False, feedback="", breakdown=breakdown, answer={})
 
@@ -196,6 +199,7 @@ class GeneralPointsEnv(gym.Env):
         return ranks
 
     def step(self, action: str):
+        """Judge one answer text; a failed one adds the verifier's feedback as the next user turn."""
         if self._done:
             raise RuntimeError("the episode is over (or was never started); call reset() before step()")
         if not isinstance(action, str):
@@ -205,6 +209,8 @@ class GeneralPointsEnv(gym.Env):
             target=self.target, check_cards=self.modality == "image", rewards=self.rewards,
         )  # fmt: skip
         self._attempt += 1
+        if self._first_cards_read is None:
+            self._first_cards_read = cards_match_hand(verdict.answer.get("cards"), self._ranks)
         # The echo is clipped to the space's bound; longer answers were judged illegal unread.
         self._messages = [*self._messages, {"role": "assistant", "content": action[:MAX_ANSWER_CHARS]}]
         terminated = verdict.success
@@ -218,16 +224,17 @@ class GeneralPointsEnv(gym.Env):
         return self._observation(), verdict.reward, terminated, truncated, info
 
     def _observation(self) -> dict[str, Any]:
-        if self.modality == "image":
-            return {"messages": list(self._messages), "image": self._image}
-        return {"messages": list(self._messages)}
+        return chat_observation(self._messages, self._image)
 
     def _info(self, *, success: bool, feedback: str, breakdown: dict, answer: dict) -> dict[str, Any]:
+        judged = self._first_cards_read is not None
         return {
             "cards": list(self._ranks), "suits": list(self._hand_suits),
             "numbers": list(self._numbers), "target": self.target,
             "variant": self.variant, "attempt": self._attempt, "success": success, "feedback": feedback,
             "reward_breakdown": dict(breakdown), "answer": dict(answer),
+            "eval_hits": {"card_accuracy": int(bool(self._first_cards_read))},
+            "eval_trials": {"card_accuracy": int(judged)},
         }  # fmt: skip
 
     def oracle_action(self) -> str:
@@ -250,6 +257,7 @@ def _check_arguments(variant, modality, *, target, max_attempts, image_size, ren
     check_common_arguments(
         variant, modality, variants=VARIANTS, max_attempts=max_attempts, default_attempts=5, render_mode=render_mode
     )
+    check_episode_bound(max_attempts, points=1, max_episode_steps=GENERAL_POINTS_MAX_EPISODE_STEPS)
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
         raise ValueError(f"target={target!r} must be a positive int, e.g. 24")
     if len(image_size) != 2 or not all(isinstance(v, int) and 64 <= v <= 4096 for v in image_size):

@@ -1,14 +1,11 @@
 """The GeneralPoints prompt: one function per turn kind, shared by the RL env and the SFT export.
 
-Every text here is ASCII, so observations stay inside `PROMPT_CHARSET`. GP-L lists the cards in
-the task; GP-VL says they are in the image and lists nothing.
+Every text here is ASCII, so observations stay inside `envs.spaces.PROMPT_CHARSET`. GP-L lists
+the cards in the task; GP-VL says they are in the image and lists nothing.
 """
 
 from __future__ import annotations
 
-import string
-
-PROMPT_CHARSET = frozenset(string.printable)  # ASCII letters, digits, punctuation, whitespace
 MAX_PROMPT_CHARS = 2048  # bound of one system or user turn (the task is ~700 characters)
 
 _EXAMPLE = '{"cards": ["A", "5", "K", "10"], "number": [1, 5, 10, 10], "formula": "(10-5)*(1+10)"}'

@@ -22,8 +22,7 @@ from fractions import Fraction
 from envs.answer_json import extract_answer
 from envs.general_points.cards import hand_values, multiset_difference, normalise_rank
 from envs.general_points.formula import FormulaError, parse_formula, shorten_number
-
-MAX_ANSWER_CHARS = 4096  # longer answers are illegal without being scanned
+from envs.spaces import MAX_ANSWER_CHARS
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def judge(
     obj = extract_answer(text, max_chars=MAX_ANSWER_CHARS)
     if obj is None:
         reason = (
-            "your answer is longer than 4096 characters"
+            f"your answer is longer than {MAX_ANSWER_CHARS} characters"
             if len(text) > MAX_ANSWER_CHARS
             else ('your answer has no JSON object with a "formula" field.')
         )
@@ -117,6 +116,15 @@ def _verdict(
         reward=breakdown[category], success=category == "success", feedback=feedback,
         breakdown=breakdown, answer=answer or {}, value=value,
     )  # fmt: skip
+
+
+def cards_match_hand(cards: object, ranks: tuple[str, ...]) -> bool:
+    """Whether an answer's `cards` value names the hand ``ranks`` as a multiset (check 1's test).
+
+    Card names are read as `normalise_rank` reads them ("K", "king", 13, ...); anything but a
+    list of card names (None when the answer had no `cards`) does not match.
+    """
+    return not _card_errors(cards, ranks)
 
 
 def _card_errors(cards: object, ranks: tuple[str, ...]) -> str:

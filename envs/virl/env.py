@@ -1,33 +1,42 @@
-"""The V-IRL navigation Gymnasium environment (`sftrl/VIRL-v0`).
+"""The V-IRL navigation Gymnasium environment (`sftrl/VIRL-v0`); the class docstring is its manual.
 
 import gymnasium, envs
-env = gymnasium.make("sftrl/VIRL-v0", variant="id", modality="text")
+env = gymnasium.make("sftrl/VIRL-v0", variant="rule_ood", modality="text")
 obs, info = env.reset(seed=0)
-obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+while True:  # the expert walks the route, one action per rail point
+    obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+    if terminated or truncated:
+        break
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.arguments import check_common_arguments
-from envs.spaces import ChatMessages
+from envs import VIRL_MAX_EPISODE_STEPS
+from envs.arguments import check_common_arguments, check_episode_bound
+from envs.spaces import (
+    MAX_ANSWER_CHARS,
+    Modality,
+    Variant,
+    answer_space,
+    chat_observation,
+    chat_observation_space,
+    opening_messages,
+)  # fmt: skip
 from envs.virl.city import generate_city
 from envs.virl.instructions import numbered
 from envs.virl.observation import PICTURE_OBSERVATION, history_text
 from envs.virl.oracle import oracle_answer
-from envs.virl.prompt import MAX_PROMPT_CHARS, PROMPT_CHARSET, feedback_prompt, system_prompt, task_prompt
+from envs.virl.prompt import MAX_PROMPT_CHARS, feedback_prompt, system_prompt, task_prompt
 from envs.virl.render import DEFAULT_VIEW_PX, picture_shape, render_point
-from envs.virl.verifier import MAX_ANSWER_CHARS, RewardTable, judge
 from envs.virl.route import MAX_INTERMEDIATE, MAX_TURNS, Route, synthetic_route
 from envs.virl.styles import OOD_STYLES, TRAINING_STYLE, Style
+from envs.virl.verifier import RewardTable, judge
 
-Variant = Literal["id", "rule_ood", "visual_ood"]
-Modality = Literal["text", "image"]
 VARIANTS = ("id", "rule_ood", "visual_ood")
 #: visual_ood city i has seed OOD_CITY_SEED_BASE + i (never the training city's seed).
 OOD_CITY_SEED_BASE = 1_000_000
@@ -35,7 +44,9 @@ _MAX_POINTS = 1 + (MAX_TURNS + 1) * (MAX_INTERMEDIATE + 1)
 
 
 class VirlEnv(gym.Env):
-    """## Description
+    """V-IRL navigation: follow route directions through a city, one action per rail point.
+
+    ## Description
     The open-world navigation task of "SFT Memorizes, RL Generalizes" (Chu et al., 2025), after
     V-IRL: the policy gets numbered route directions ("First, turn slightly left to face
     northeast. Move forward until you reach the next intersection where Chase Bank is on your
@@ -77,29 +88,33 @@ class VirlEnv(gym.Env):
     ## Episode End
     - Termination: a correct `stop()` at the destination (`success=True`).
     - Truncation: the `max_attempts`-th wrong answer at the same rail point.
+    The registration's `max_episode_steps` (256) is a safety net: `max_attempts` times the longest
+    route's rail points may not exceed it.
 
     ## Information
     `expected_action`, `observation_text` (full text observation of the current point),
     `instruction_index` (1-based sentence that applies), `point_index`, `n_points`, `attempt`
     (answers given at the current point), `success`, `correct_actions`, `actions` (per-step
     accuracy = correct_actions / actions), `feedback` ("" unless the last answer was wrong),
-    `variant`, `city`.
+    `variant`, `city`, and the evaluation counts `eval_hits` / `eval_trials` (metric -> count;
+    evaluation reports sum(hits) / sum(trials) over episodes): `step_accuracy`, correct_actions of
+    actions, every policy call counted (the one that ends a truncated route included).
 
     ## Arguments
     - `variant`: "id" (absolute turns, training city), "rule_ood" (relative turns),
       "visual_ood" (image only: other cities and styles).
     - `modality`: "text" or "image".
     - `city_seed` (0), `city_size` (8: intersections per side), `ood_cities` (9),
-      `routes_per_ood_city` (4), `view_px` (320: size of one view), `max_attempts` (2),
-      `rewards` (`RewardTable`), `route_file` / `pano_dir` (real V-IRL data), `render_mode`
-      (None or "rgb_array").
+      `routes_per_ood_city` (4), `view_px` (320: size of one view), `max_attempts` (2; times the
+      longest route's rail points at most 256, so at most 8 on synthetic routes), `rewards`
+      (`RewardTable`), `route_file` / `pano_dir` (real V-IRL data), `render_mode` (None or
+      "rgb_array").
 
     ## Version History
     - v0: initial version.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
-    max_turns = 2 * _MAX_POINTS  # default bound on policy calls; an instance's is max_attempts * points
 
     def __init__(
         self,
@@ -129,25 +144,20 @@ class VirlEnv(gym.Env):
             self.real_routes = VirlRoutes.from_virl_files(route_file, pano_dir)
             if modality == "image" and pano_dir is None:
                 raise ValueError("modality='image' with route_file needs pano_dir (the panorama folder)")
-        self.max_turns = max_attempts * (self.real_routes.max_points if self.real_routes else _MAX_POINTS)
-        self.action_space = spaces.Text(max_length=MAX_ANSWER_CHARS, min_length=0, charset=PROMPT_CHARSET)
-        self.observation_space = self._observation_space()
+        points = self.real_routes.max_points if self.real_routes else _MAX_POINTS
+        check_episode_bound(max_attempts, points=points, max_episode_steps=VIRL_MAX_EPISODE_STEPS)
+        self.action_space = answer_space()
+        self.observation_space = chat_observation_space(
+            max_prompt_chars=MAX_PROMPT_CHARS,
+            max_attempts=max_attempts,
+            image_shape=picture_shape(view_px) if modality == "image" else None,
+        )
         self._route: Route | None = None
         self._style: Style = TRAINING_STYLE
         self._done = True
 
-    def _observation_space(self) -> spaces.Dict:
-        messages = ChatMessages(
-            spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=PROMPT_CHARSET),
-            max_messages=2 + 2 * self.max_attempts,
-            max_answer_chars=MAX_ANSWER_CHARS,
-            image_in_first_user=self.modality == "image",
-        )
-        if self.modality == "text":
-            return spaces.Dict({"messages": messages})
-        return spaces.Dict({"messages": messages, "image": spaces.Box(0, 255, picture_shape(self.view_px), np.uint8)})
-
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Draw a route (the seed picks it; no options) and return the first observation and info."""
         super().reset(seed=seed)
         if options:
             raise ValueError(f"VirlEnv.reset takes no options (got {sorted(options)}); the seed picks the route")
@@ -182,8 +192,7 @@ class VirlEnv(gym.Env):
             relative_turns=self.variant == "rule_ood",
             picture=picture,
         )
-        content: str | list = [{"type": "image"}, {"type": "text", "text": task}] if picture else task
-        self._messages = [{"role": "system", "content": system_prompt()}, {"role": "user", "content": content}]
+        self._messages = opening_messages(system_prompt(), task, with_image=picture)
         self._image = self._picture() if picture else None
 
     def _picture(self) -> np.ndarray:
@@ -193,6 +202,7 @@ class VirlEnv(gym.Env):
         return render_point(point.view, self._style, view_px=self.view_px).image
 
     def step(self, action: str):
+        """Judge the action at the current rail point; a right one moves on, a wrong one gets feedback."""
         if self._done:
             raise RuntimeError("the episode is over (or was never started); call reset() before step()")
         point = self._route.points[self._point]
@@ -229,9 +239,7 @@ class VirlEnv(gym.Env):
         )
 
     def _observation(self) -> dict[str, Any]:
-        if self.modality == "image":
-            return {"messages": list(self._messages), "image": self._image}
-        return {"messages": list(self._messages)}
+        return chat_observation(self._messages, self._image)
 
     def _info(self, *, success: bool, feedback: str) -> dict[str, Any]:
         point = self._route.points[self._point]
@@ -241,6 +249,7 @@ class VirlEnv(gym.Env):
             "point_index": self._point, "n_points": len(self._route.points), "attempt": self._attempt,
             "success": success, "correct_actions": self._correct, "actions": self._actions,
             "feedback": feedback, "variant": self.variant, "city": self._route.city,
+            "eval_hits": {"step_accuracy": self._correct}, "eval_trials": {"step_accuracy": self._actions},
         }  # fmt: skip
 
     def oracle_action(self) -> str:

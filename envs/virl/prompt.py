@@ -1,16 +1,13 @@
 """The V-IRL prompt, shared by the RL environment and the SFT export (one function per turn kind).
 
 Sections: task, numbered directions, (VL) the picture layout, action space, observation-action
-history, output format. Everything is ASCII, so observations stay inside `PROMPT_CHARSET`.
+history, output format. Everything is ASCII, so observations stay inside `envs.spaces.PROMPT_CHARSET`.
 """
 
 from __future__ import annotations
 
-import string
-
 from envs.virl.geometry import COMPASS, RELATIVE
 
-PROMPT_CHARSET = frozenset(string.printable)
 MAX_PROMPT_CHARS = 8192  # bound of one system or user turn (a long route's prompt is ~4,000)
 #: The picture's layout, as the renderer draws it (render.VIEW_ORDER).
 PICTURE_LAYOUT = (

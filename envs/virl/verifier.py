@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 
 from envs.answer_json import extract_answer
+from envs.spaces import MAX_ANSWER_CHARS
 from envs.virl.route import INTERSECTION
 
-MAX_ANSWER_CHARS = 4096  # longer answers are wrong without being scanned
 _PAREN_SPACE = re.compile(r"\s*([()])\s*")
 _MENTION = re.compile(r"\bintersections?\b")
 # A negation at most three words before "intersection": "no intersection", "not at an intersection".

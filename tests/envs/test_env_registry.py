@@ -3,6 +3,9 @@
 import subprocess
 import sys
 
+import gymnasium
+
+import envs
 from envs.seeds import EVAL_SEEDS, TRAIN_SEEDS
 
 
@@ -21,3 +24,10 @@ def test_import_envs_registers_general_points_lazily():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_registrations_declare_the_episode_bound():
+    general_points, virl = gymnasium.spec("sftrl/GeneralPoints-v0"), gymnasium.spec("sftrl/VIRL-v0")
+    assert general_points.max_episode_steps == envs.GENERAL_POINTS_MAX_EPISODE_STEPS
+    assert virl.max_episode_steps == envs.VIRL_MAX_EPISODE_STEPS
+    assert gymnasium.make("sftrl/GeneralPoints-v0").spec.max_episode_steps == envs.GENERAL_POINTS_MAX_EPISODE_STEPS

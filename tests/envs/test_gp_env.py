@@ -9,7 +9,10 @@ import envs  # noqa: F401  (registers the ids)
 from envs.general_points.cards import FACE_ORDINAL, FACE_RANKS, hand_values, solution_table
 
 COMBOS = [("id", "text"), ("rule_ood", "text"), ("id", "image"), ("rule_ood", "image"), ("visual_ood", "image")]
-INFO_KEYS = {"cards", "numbers", "target", "variant", "attempt", "success", "feedback", "reward_breakdown", "answer"}
+INFO_KEYS = {
+    "cards", "numbers", "target", "variant", "attempt", "success", "feedback", "reward_breakdown", "answer",
+    "eval_hits", "eval_trials",
+}  # fmt: skip
 
 
 def make(variant="id", modality="text", **kwargs):
@@ -59,7 +62,7 @@ def test_id_hands_are_solvable_and_numbers_use_ten_for_faces():
     for seed in range(200):
         _, info = env.reset(seed=seed)
         assert env.unwrapped.table.solutions(info["cards"])
-        assert all(n == 10 for card, n in zip(info["cards"], info["numbers"]) if card in FACE_RANKS)
+        assert all(n == 10 for card, n in zip(info["cards"], info["numbers"], strict=True) if card in FACE_RANKS)
 
 
 @pytest.mark.parametrize("variant, suits", [("id", {"spades", "clubs"}), ("visual_ood", {"hearts", "diamonds"})])
@@ -170,9 +173,35 @@ def test_observation_space_samples_are_members_and_seedable(modality):
     assert dict(first, messages=[{"role": "user", "content": "caf\u00e9"}]) not in space  # outside the charset
 
 
-def test_custom_target_and_class_attributes():
+def test_custom_target():
     env = make("id", target=10)
     _, info = env.reset(seed=0)
     assert info["target"] == 10
     assert env.step(env.unwrapped.oracle_action())[1] == 5.0
-    assert type(env.unwrapped).max_turns == 5 and make(max_attempts=2).unwrapped.max_turns == 2
+
+
+def test_max_attempts_stays_within_the_registered_episode_bound():
+    bound = gym.spec("sftrl/GeneralPoints-v0").max_episode_steps
+    assert bound == envs.GENERAL_POINTS_MAX_EPISODE_STEPS
+    env = make("id", max_attempts=bound)
+    env.reset(options={"cards": ["3", "3", "8", "8"]})
+    for _ in range(bound):
+        _, _, terminated, truncated, info = env.step('{"formula": "3+3+8+8"}')
+    assert truncated and not terminated and info["attempt"] == bound
+    with pytest.raises(ValueError, match=f"max_episode_steps={bound}; use max_attempts <= {bound}"):
+        make(max_attempts=bound + 1)
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_card_accuracy_counts_the_first_answer_as_the_verifier_reads_cards(modality):
+    env = make("id", modality, image_size=(200, 200))
+    _, info = env.reset(options={"cards": ["K", "10", "A", "4"]})
+    assert (info["eval_hits"], info["eval_trials"]) == ({"card_accuracy": 0}, {"card_accuracy": 0})
+    _, _, _, _, info = env.step('{"cards": ["4", "King", "ace", 10], "formula": "1"}')
+    assert (info["eval_hits"], info["eval_trials"]) == ({"card_accuracy": 1}, {"card_accuracy": 1})
+    _, _, _, _, info = env.step('{"cards": ["Q", "10", "A", "4"], "formula": "1"}')
+    assert (info["eval_hits"], info["eval_trials"]) == ({"card_accuracy": 1}, {"card_accuracy": 1})  # first answer
+    for wrong in ('{"cards": ["Q", "10", "A", "4"]}', "no json", '{"formula": "1"}'):
+        env.reset(options={"cards": ["K", "10", "A", "4"]})
+        _, _, _, _, info = env.step(wrong)
+        assert (info["eval_hits"], info["eval_trials"]) == ({"card_accuracy": 0}, {"card_accuracy": 1}), wrong

@@ -5,12 +5,14 @@ import json
 import pytest
 
 from envs.general_points.cards import FACE_ORDINAL, FACE_TEN
-from envs.general_points.verifier import MAX_ANSWER_CHARS, RewardTable, judge
+from envs.general_points.verifier import RewardTable, cards_match_hand, judge
+from envs.spaces import MAX_ANSWER_CHARS
 
 HAND = ("3", "3", "8", "8")
+REWARDS = RewardTable()
 
 
-def _judge(text, ranks=HAND, *, face_cards=FACE_TEN, check_cards=False, rewards=RewardTable()):
+def _judge(text, ranks=HAND, *, face_cards=FACE_TEN, check_cards=False, rewards=REWARDS):
     return judge(text, ranks, face_cards, target=24, check_cards=check_cards, rewards=rewards)
 
 
@@ -111,6 +113,18 @@ def test_vl_cards_may_be_numbers_in_any_order_and_case():
     assert _judge(text, check_cards=True).reward == 5.0
     text = json.dumps({"cards": ["k", "Q", "10", "2"], "formula": "(13-12+10)*2+2"})
     assert _judge(text, ("K", "Q", "10", "2"), face_cards=FACE_ORDINAL, check_cards=True).reward == -2.0
+
+
+@pytest.mark.parametrize(
+    "cards", [["K", "10", "A", "10"], ["10", "King", "ace", 10], [13, "10", "1", "10"], ["Q", "10", "A", "10"],
+              ["K", "10", "A"], ["K", "10", "A", "10", "10"], ["K", "10", "A", "hat"], "K10A10", None],
+)  # fmt: skip
+def test_cards_match_hand_is_the_verifiers_card_check(cards):
+    hand = ("K", "10", "A", "10")
+    wrong_cards = _judge(json.dumps({"cards": cards, "formula": "1"}), hand, check_cards=True).reward == -1.5
+    assert cards_match_hand(cards, hand) is not wrong_cards
+    assert cards_match_hand(cards, hand) == (cards in (["K", "10", "A", "10"], ["10", "King", "ace", 10],
+                                                      [13, "10", "1", "10"]))  # fmt: skip
 
 
 def test_text_modality_does_not_judge_cards():

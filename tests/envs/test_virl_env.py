@@ -28,6 +28,8 @@ INFO_KEYS = {
     "feedback",
     "variant",
     "city",
+    "eval_hits",
+    "eval_trials",
 }
 
 
@@ -57,7 +59,7 @@ def test_oracle_completes_every_route(variant, modality):
             done, steps, total = terminated or truncated, steps + 1, total + reward
         assert info["success"] and terminated and not truncated
         assert steps == info["n_points"] == info["actions"] == info["correct_actions"] == total
-        assert steps <= env.unwrapped.max_turns
+        assert info["eval_hits"] == info["eval_trials"] == {"step_accuracy": steps}
 
 
 def test_info_keys_are_exactly_the_spec():
@@ -111,6 +113,8 @@ def test_wrong_answers_cost_and_feedback_becomes_next_user_turn():
     assert obs["messages"][-1]["content"].startswith("You failed this trial because")
     obs, reward, terminated, truncated, info = env.step(_answer(wrong, observation=info["observation_text"]))
     assert reward == -1.0 and truncated and not terminated and not info["success"]
+    # Step accuracy counts the call that ends a truncated route (design.md, evaluation).
+    assert (info["eval_hits"], info["eval_trials"]) == ({"step_accuracy": 0}, {"step_accuracy": 2})
     with pytest.raises(RuntimeError, match="reset"):
         env.step("forward()")
 
@@ -171,6 +175,8 @@ def test_constructor_rejects_bad_arguments():
         VirlEnv("ood")
     with pytest.raises(ValueError, match="max_attempts"):
         VirlEnv(max_attempts=0)
+    with pytest.raises(ValueError, match="max_episode_steps=256; use max_attempts <= 8"):
+        VirlEnv(max_attempts=9)
     with pytest.raises(ValueError, match="options"):
         VirlEnv().reset(seed=0, options={"route": 1})
 
