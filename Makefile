@@ -27,7 +27,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 demo: install
-	$(PY) -m cluster.demo
+	$(PY) -m cluster.cli.demo
 
 bench: install
 	$(PY) -m pytest tests/bench -s -p no:cacheprovider

@@ -177,7 +177,11 @@ class RunConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Everything one `python -m cluster.train` run needs."""
+    """Everything one `python -m cluster.train` run needs.
+
+    The model is named once, as `learner.model`: `serving.model`, when not set, is the same (the
+    server starts from the weights the learner trains); set both only to the same name.
+    """
 
     run: RunConfig = Field(default_factory=RunConfig)
     env: EnvConfig = Field(default_factory=EnvConfig)
@@ -187,12 +191,32 @@ class TrainConfig(_Strict):
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _serve_the_learners_model(cls, data: Any) -> Any:
+        """Fill an unset serving.model with learner.model (a set one is checked by `_consistent`)."""
+        if not isinstance(data, dict):
+            return data
+        learner, serving = data.get("learner", {}), data.get("serving", {})
+        if isinstance(learner, LearnerConfig):
+            model = learner.model
+        elif isinstance(learner, dict):
+            model = learner.get("model", LearnerConfig.model_fields["model"].default)
+        else:
+            return data  # not a section: field validation reports it
+        if isinstance(serving, dict) and "model" not in serving:
+            return {**data, "serving": {**serving, "model": model}}
+        if isinstance(serving, ServingConfig) and "model" not in serving.model_fields_set:
+            return {**data, "serving": serving.model_copy(update={"model": model})}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.learner.model != self.serving.model:
             raise ValueError(
                 f"learner.model={self.learner.model!r} but serving.model={self.serving.model!r}: "
-                "the server must start from the learner's model; set both to the same name"
+                "the server must start from the learner's model; drop serving.model (it follows "
+                "learner.model) or set both to the same name"
             )
         algo = self.learner.algo
         if algo == "sft" and self.run.iterations:

@@ -6,8 +6,10 @@ comparable across iterations) through the rollout fleet, greedy or sampled, and 
 
 - `success`: solved within the attempt budget;
 - `first_attempt_success`: solved with no failed attempt (no turn with a non-positive reward);
-- `step_accuracy` (V-IRL): correct actions / actions, over all episodes;
-- `card_accuracy` (GP-VL): the first answer's `cards` equal the dealt hand (as multisets).
+- every rate the env counts in its final `info` (`eval_hits` / `eval_trials`, metric -> count),
+  pooled over episodes as sum(hits) / sum(trials): `step_accuracy` (V-IRL: correct actions /
+  actions), `card_accuracy` (GeneralPoints: the first answer's `cards` are the dealt hand, as the
+  verifier reads card names).
 
 It writes `OUT_DIR/episodes_<variant>.jsonl` (every episode, every turn's text) and
 `OUT_DIR/summary.csv`, and `render_table` draws the rich table. `sftrl eval --checkpoint DIR
@@ -19,14 +21,13 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cluster.config import EnvConfig, EvalConfig, RolloutConfig, SamplingConfig
 from cluster.fleet import RolloutFleet
 from cluster.rollout import Episode, EpisodeRequest
-from envs.answer_json import extract_answer
 from envs.seeds import EVAL_SEEDS
 from serving.config import ServingConfig
 
@@ -36,7 +37,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class VariantResult:
-    """Scores of one variant; None where a metric does not apply to the task."""
+    """Scores of one variant; None where a metric does not apply to the task.
+
+    `step_accuracy` and `card_accuracy` are rates the envs count in `info` (`eval_hits` /
+    `eval_trials`); an env that counts a new rate needs a field here, defaulting to None.
+    """
 
     variant: str
     episodes: int
@@ -68,48 +73,43 @@ def evaluate(fleet: RolloutFleet, env_config: EnvConfig, config: EvalConfig, *, 
     for variant in env_config.spec.variants:
         collected = fleet.collect(eval_requests(variant, config.episodes_per_variant), sampling)
         write_episodes(out_dir / f"episodes_{variant}.jsonl", collected.episodes)
-        results.append(score_variant(variant, collected.episodes, task=env_config.task, dropped=collected.dropped))
+        results.append(score_variant(variant, collected.episodes, dropped=collected.dropped))
     write_summary_csv(out_dir / "summary.csv", results)
     return results
 
 
-def score_variant(variant: str, episodes: list[Episode], *, task: str, dropped: int = 0) -> VariantResult:
-    """Aggregate one variant's episodes into its scores."""
-    n = len(episodes)
+def score_variant(variant: str, episodes: list[Episode], *, dropped: int = 0) -> VariantResult:
+    """Aggregate one variant's episodes into its scores (plus the rates the env counts in `info`)."""
 
     def mean(values: list[float]) -> float:
         return float(sum(values) / len(values)) if values else float("nan")
 
-    result = VariantResult(
+    rates = _pooled_rates(episodes)
+    unknown = sorted(rates.keys() - {f.name for f in fields(VariantResult) if f.default is None})
+    if unknown:
+        raise ValueError(f"the env counts the rates {unknown}, which VariantResult lacks; add a field for each")
+    return VariantResult(
         variant=variant,
-        episodes=n,
+        episodes=len(episodes),
         dropped=dropped,
         success=mean([ep.success for ep in episodes]),
         first_attempt_success=mean([ep.success and all(t.reward > 0 for t in ep.turns) for ep in episodes]),
         reward_mean=mean([ep.total_reward for ep in episodes]),
+        **rates,
     )
-    if task.startswith("virl"):
-        actions = sum(int(ep.final_info.get("actions", 0)) for ep in episodes)
-        correct = sum(int(ep.final_info.get("correct_actions", 0)) for ep in episodes)
-        result.step_accuracy = correct / actions if actions else float("nan")
-    if task == "gp-vl":
-        result.card_accuracy = mean([cards_recognised(ep) for ep in episodes])
-    return result
 
 
-def cards_recognised(episode: Episode) -> bool:
-    """Whether the first answer's `cards` are the dealt hand (GP-VL card recognition)."""
-    if not episode.turns:
-        return False
-    answer = extract_answer(episode.turns[0].text)
-    said = answer.get("cards") if answer else None
-    if not isinstance(said, list):
-        return False
-    return Counter(_rank(c) for c in said) == Counter(_rank(c) for c in episode.final_info.get("cards", []))
+def _pooled_rates(episodes: list[Episode]) -> dict[str, float]:
+    """Metric -> sum(hits) / sum(trials) over episodes, from each final info's `eval_hits` / `eval_trials`.
 
-
-def _rank(card: object) -> str:
-    return str(card).strip().upper()
+    A metric no episode counts is absent; one counted with no trials at all is NaN.
+    """
+    hits: Counter[str] = Counter()
+    trials: Counter[str] = Counter()
+    for episode in episodes:
+        hits.update(episode.final_info.get("eval_hits", {}))
+        trials.update(episode.final_info.get("eval_trials", {}))
+    return {name: hits[name] / trials[name] if trials[name] else float("nan") for name in trials}
 
 
 def variant_metrics(results: list[VariantResult]) -> dict[str, float]:
@@ -199,24 +199,14 @@ def evaluate_checkpoint(
 ) -> list[VariantResult]:
     """Serve `checkpoint` (a HF directory or built-in model name) and evaluate it on every variant.
 
-    Connects to RAY_ADDRESS's cluster or starts a local one; stops what it started.
+    Connects to RAY_ADDRESS's cluster or starts a local one; stops what it started, also on an
+    error, Ctrl-C or SIGTERM (`session.ClusterSession`).
     """
-    import ray
-    from ray import serve
-
     from cluster.policy_service import PolicyService
-    from cluster.ray_connect import init_ray
-    from cluster.signals import interrupt_on_signals
+    from cluster.session import ClusterSession
 
-    owns_ray = init_ray()
-    interrupt_on_signals()
-    policy = PolicyService.start(serving.model_copy(update={"model": checkpoint, "checkpoint": None}), http=False)
-    fleet = RolloutFleet.launch(env_config, policy.handle, rollout)
-    try:
+    with ClusterSession() as session:
+        served = serving.model_copy(update={"model": checkpoint, "checkpoint": None})
+        policy = session.started("policy", PolicyService.start(served, http=False))
+        fleet = session.started("fleet", RolloutFleet.launch(env_config, policy.handle, rollout))
         return evaluate(fleet, env_config, config, out_dir=out_dir)
-    finally:
-        fleet.shutdown()
-        policy.shutdown()
-        if owns_ray:
-            serve.shutdown()
-            ray.shutdown()

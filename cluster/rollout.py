@@ -91,7 +91,6 @@ class RolloutWorker:
     def __init__(
         self, env_config: EnvConfig, policy: Any, *, envs_per_actor: int, make_env: Callable[[str], Any] | None = None
     ):
-        self._env_config = env_config
         self._policy = policy
         self._envs_per_actor = envs_per_actor
         self._make_env = make_env or env_config.make
@@ -143,7 +142,9 @@ class RolloutWorker:
             image = obs.get("image")
             images = [encode_png_base64(image)] if image is not None else []
         turns: list[Turn] = []
-        for _ in range(env.unwrapped.max_turns):
+        # The env bounds the episode: it truncates after its attempt budget, and its registration's
+        # max_episode_steps (gymnasium's TimeLimit) is the hard safety net.
+        while True:
             reply = await self._policy.generate.remote(generate_request(obs["messages"], images, sampling))
             with env_clock:
                 obs, reward, terminated, truncated, info = env.step(reply["text"])

@@ -3,6 +3,7 @@
 On a bare machine it starts Ray itself; under `ray job submit` (RAY_ADDRESS is set) it connects
 to that cluster. It then starts the policy server (Ray Serve), the learner ranks (DeepSpeed
 ZeRO-3) and the rollout fleet, and runs `trainer.Trainer`: SFT phase, RL iterations, evaluation.
+At the end, on an error, Ctrl-C or SIGTERM it stops what it started (`session.ClusterSession`).
 Everything the run writes lives under the run directory (default `runs/<config name>`): the
 resolved `config.yaml`, `metrics.jsonl`, `tensorboard/`, `eval/`, `checkpoints/`.
 
@@ -18,44 +19,39 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cluster.config import ConfigError, TrainConfig, load_config
 from cluster.fleet import RolloutFleet
-from cluster.trainer import Trainer, TrainState
 from cluster.policy_service import PolicyService
-from cluster.ray_connect import init_ray
 from cluster.rollout import RolloutWorker
-from cluster.signals import interrupt_on_signals
+from cluster.session import ClusterSession
+from cluster.trainer import Trainer, TrainState
 
 
 @dataclass
-class Session:
-    """A built trainer and whether this process started Ray (and so must stop it)."""
+class TrainingSession:
+    """A wired trainer and the cluster session that holds its parts; `with` it, or call `close()`."""
 
     trainer: Trainer
-    owns_ray: bool
-    _training_released: bool = False
+    cluster: ClusterSession
+
+    def __enter__(self) -> TrainingSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def release_training(self) -> None:
         """Stop the rollout fleet and the learner ranks; the policy server keeps serving."""
-        if not self._training_released:
-            self.trainer.fleet.shutdown()
-            self.trainer.learner.shutdown()
-            self._training_released = True
+        self.cluster.stop("fleet", "learner")
 
     def close(self) -> None:
         """Stop everything the session started (Serve and Ray only if this process started Ray)."""
-        self.release_training()
-        self.trainer.policy.shutdown()
-        if self.owns_ray:
-            import ray
-            from ray import serve
-
-            serve.shutdown()
-            ray.shutdown()
+        self.cluster.close()
 
 
 def local_num_cpus(config: TrainConfig) -> int:
@@ -83,31 +79,39 @@ def sft_sample_source(config: TrainConfig) -> Callable[[int], list[Any]]:
     return make
 
 
-def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = RolloutWorker) -> Session:
-    """Start Ray if needed, the policy server, the learner ranks and the fleet."""
+def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = RolloutWorker) -> TrainingSession:
+    """Join or start Ray, start the policy server, the learner ranks and the fleet, wire a Trainer.
+
+    If a part fails to start (or Ctrl-C comes), the parts started before it are stopped again.
+    """
     from learner.group import LearnerGroup
 
-    owns_ray = init_ray(num_cpus=config.run.num_cpus or local_num_cpus(config))
-    policy = PolicyService.start(config.serving, http=config.run.serve_http)
-    learner = LearnerGroup(config.run.learner_ranks, config.learner, resources_per_rank=config.run.learner_resources)
-    fleet = RolloutFleet.launch(config.env, policy.handle, config.rollout, worker_cls=worker_cls)
-    trainer = Trainer(
-        config, run_dir, learner=learner, policy=policy, fleet=fleet, sft_samples=sft_sample_source(config)
-    )
-    return Session(trainer=trainer, owns_ray=owns_ray)
+    cluster = ClusterSession(num_cpus=config.run.num_cpus or local_num_cpus(config))
+    with ExitStack() as on_failure:
+        on_failure.enter_context(cluster)
+        policy = cluster.started("policy", PolicyService.start(config.serving, http=config.run.serve_http))
+        learner = cluster.started(
+            "learner",
+            LearnerGroup(config.run.learner_ranks, config.learner, resources_per_rank=config.run.learner_resources),
+        )
+        fleet = cluster.started(
+            "fleet", RolloutFleet.launch(config.env, policy.handle, config.rollout, worker_cls=worker_cls)
+        )
+        trainer = Trainer(
+            config, run_dir, learner=learner, policy=policy, fleet=fleet, sft_samples=sft_sample_source(config)
+        )
+        on_failure.pop_all()  # everything started: from here the TrainingSession stops it
+    return TrainingSession(trainer=trainer, cluster=cluster)
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> TrainState:
     """Run one training job to the end and release what it started."""
-    session = build_session(config, run_dir)
-    interrupt_on_signals()  # after ray.init, which installs its own SIGTERM handler
-    try:
+    with build_session(config, run_dir) as session:
         return session.trainer.run(resume=resume)
-    finally:
-        session.close()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The entry point's options: --config, --run-dir, --resume and dotted overrides."""
     parser = argparse.ArgumentParser(prog="python -m cluster.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="YAML config (see cluster/configs/)")
     parser.add_argument("--run-dir", default=None, help="where the run writes (default runs/<config name>)")
@@ -117,6 +121,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train with the options in `argv` (default: the command line); returns the exit status, 2 for a bad config."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = load_config(args.config, args.overrides)

@@ -12,7 +12,10 @@ The trainer's own state (`TrainState`: SFT steps done, RL iterations done, polic
 next to the learner's checkpoint, so `run(resume=True)` continues from the newest checkpoint's step
 and version, pushing its weights to the server before the first rollout. Training seeds of
 iteration i depend only on (run.seed, i), so a resumed run plays the hands it would have played.
-`build_session` (train.py) wires the real learner, server and fleet; tests pass fakes.
+
+The trainer reaches the learner, the policy server and the fleet through the typed ports of
+cluster/ports.py: `train.build_session` starts the real ones (LearnerGroup, PolicyService,
+RolloutFleet) and wires them in; the unit tests pass in-process fakes.
 """
 
 from __future__ import annotations
@@ -23,19 +26,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cluster.batch_builder import grpo_samples, ppo_samples, rollout_stats
 from cluster.config import TrainConfig, dump_config
 from cluster.evaluation import evaluate, variant_metrics
-from cluster.fleet import CollectResult, RolloutFleet
 from cluster.metrics import MetricsLogger, trim_metrics
-from cluster.policy_service import PolicyService
+from cluster.ports import FleetPort, LearnerPort, PolicyPort
 from cluster.progress import RunProgress
 from cluster.rollout import EpisodeRequest
 from envs.seeds import TRAIN_SEEDS
+
+if TYPE_CHECKING:
+    from cluster.fleet import CollectResult
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINTS = "checkpoints"
@@ -53,16 +58,16 @@ class TrainState:
 
 
 class Trainer:
-    """Drives one run. `learner` is a LearnerGroup; `sft_samples()` yields the SFT demonstrations."""
+    """Drives one run through its ports (cluster/ports.py); `sft_samples(n)` returns n SFT demonstrations."""
 
     def __init__(
         self,
         config: TrainConfig,
         run_dir: Path,
         *,
-        learner: Any,
-        policy: PolicyService,
-        fleet: RolloutFleet,
+        learner: LearnerPort,
+        policy: PolicyPort,
+        fleet: FleetPort,
         sft_samples: Callable[[int], list[Any]],
         say: Callable[[str], None] = print,
     ):
@@ -225,7 +230,7 @@ class Trainer:
 
     def checkpoint(self) -> Path:
         """Save the learner (a tag under checkpoints/, `latest` points at it) and the trainer state."""
-        tag = Path(self.learner.save(str(self.run_dir / CHECKPOINTS), data_cursor=self.state.iteration))
+        tag = Path(self.learner.save(str(self.run_dir / CHECKPOINTS)))
         # Written after the learner's shards: a tag without it is incomplete and never resumed.
         (tag / STATE_FILE).write_text(json.dumps(asdict(self.state)))
         return tag

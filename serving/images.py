@@ -2,7 +2,8 @@
 
 The size in bytes is checked on the base64 text before decoding, the pixel count on the image
 header before the pixels are decompressed (so a decompression bomb is refused cheaply), and any
-decoding failure becomes a 400. Remote URLs are refused: the server never fetches anything.
+decoding failure becomes a 400. Remote URLs are refused: the server never fetches anything. The
+bounds default to `serving.config.ServingLimits`'s; the server passes its configured ones.
 
     python -c "from serving.images import decode_images; print(decode_images(['data:image/png;base64,...']))"
 """
@@ -15,11 +16,11 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
+from serving.config import ServingLimits
 from serving.limits import RequestError
 
 ALLOWED_FORMATS = ("PNG", "JPEG")
-DEFAULT_MAX_BYTES = 8 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_LIMITS = ServingLimits()
 
 
 def _payload(text: str, index: int) -> str:
@@ -39,7 +40,11 @@ def _payload(text: str, index: int) -> str:
 
 
 def decode_image(
-    text: str, *, index: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+    text: str,
+    *,
+    index: int = 0,
+    max_bytes: int = DEFAULT_LIMITS.max_image_bytes,
+    max_pixels: int = DEFAULT_LIMITS.max_image_pixels,
 ) -> Image.Image:
     """Decode one image; raises `RequestError` 413 over a limit, 400 when it is not a PNG/JPEG."""
     data = _payload(text.strip(), index)
@@ -78,9 +83,9 @@ def decode_image(
 def decode_images(
     b64_or_data_urls: list[str],
     *,
-    max_images: int = 4,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_images: int = DEFAULT_LIMITS.max_images,
+    max_bytes: int = DEFAULT_LIMITS.max_image_bytes,
+    max_pixels: int = DEFAULT_LIMITS.max_image_pixels,
 ) -> list[Image.Image]:
     """Decode every image of a request, in order (the order of the image placeholders)."""
     if len(b64_or_data_urls) > max_images:

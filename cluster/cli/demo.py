@@ -1,11 +1,15 @@
-"""`make demo`: train SmolLM2-135M on GP-L (SFT warm-up, then GRPO), compare id vs rule_ood on
-held-out hands, plot the curves, then serve the trained policy on 127.0.0.1:8000 until Ctrl-C.
+"""`make demo`: train SmolLM2-135M on GP-L, compare id vs rule_ood, then serve it until Ctrl-C.
+
+The run is an SFT warm-up, then GRPO; the tables compare id vs rule_ood on held-out hands, the
+plots draw the curves, and the trained policy is served on 127.0.0.1:8000 until Ctrl-C.
 
     python -m cluster.cli.demo [--config cluster/configs/demo.yaml] [--run-dir runs/demo] [--no-serve]
                            [key=value ...]          # e.g. serving.port=8001 run.iterations=1
 
 Everything runs on this machine: a local Ray cluster, one Serve replica, one DeepSpeed rank, two
-rollout actors. The run directory holds the metrics, evaluation files, plots and final policy.
+rollout actors. Once trained, the learner and the fleet are stopped while the server keeps serving;
+Ctrl-C or SIGTERM stops the rest. The run directory holds the metrics, evaluation files, plots and
+final policy.
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ from cluster.cli.serve import CURL_AUTH, example_curl
 from cluster.config import CONFIG_DIR, TrainConfig, load_config
 from cluster.evaluation import eval_requests, render_table
 from cluster.plot import plot_run
-from cluster.signals import interrupt_on_signals
-from cluster.train import build_session
+from cluster.train import TrainingSession, build_session
 
 
 def example_request(config: TrainConfig) -> dict:
@@ -57,7 +60,30 @@ def show_serving(config: TrainConfig, run_dir: Path, console: Console) -> None:
     console.print("  " + reply["choices"][0]["message"]["content"], soft_wrap=True, markup=False)
 
 
+def run_demo(session: TrainingSession, run_dir: Path, *, serve: bool, console: Console) -> None:
+    """Train, print the evaluation tables and plots, then (with `serve`) serve until interrupted."""
+    config = session.trainer.config
+    start = time.perf_counter()
+    state = session.trainer.run()
+    console.print(f"trained in {time.perf_counter() - start:.0f}s: policy version {state.policy_version}")
+    for iteration, results in session.trainer.evals:
+        stage = "after SFT" if iteration == 0 else f"after RL iteration {iteration}"
+        console.print(
+            render_table(results, title=f"{config.env.task} {stage}, held-out hands: in-distribution vs rule OOD")
+        )
+    for path in plot_run(run_dir):
+        console.print(f"plot: {path}")
+    if not serve:
+        return
+    session.release_training()
+    show_serving(config, run_dir, console)
+    console.print("\nServing until Ctrl-C.")
+    while True:
+        time.sleep(3600)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo with the options in `argv` (default: the command line); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m cluster.cli.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIG_DIR / "demo.yaml"), help="YAML config")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="where the run writes")
@@ -71,31 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{config.run.sft_steps} SFT steps then {config.run.iterations} {config.learner.algo.upper()} "
         f"iterations; run directory {args.run_dir}"
     )
-    start = time.perf_counter()
-    session = build_session(config, args.run_dir)
-    interrupt_on_signals()
-    try:
-        state = session.trainer.run()
-        console.print(f"trained in {time.perf_counter() - start:.0f}s: policy version {state.policy_version}")
-        for iteration, results in session.trainer.evals:
-            stage = "after SFT" if iteration == 0 else f"after RL iteration {iteration}"
-            console.print(
-                render_table(results, title=f"{config.env.task} {stage}, held-out hands: in-distribution vs rule OOD")
-            )
-        for path in plot_run(args.run_dir):
-            console.print(f"plot: {path}")
-        if args.no_serve:
-            return 0
-        session.release_training()
-        show_serving(config, args.run_dir, console)
-        console.print("\nServing until Ctrl-C.")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        console.print("stopping")
-        return 0
-    finally:
-        session.close()
+    with build_session(config, args.run_dir) as session:
+        try:
+            run_demo(session, args.run_dir, serve=not args.no_serve, console=console)
+        except KeyboardInterrupt:
+            console.print("stopping")
+    return 0
 
 
 if __name__ == "__main__":

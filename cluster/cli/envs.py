@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -54,8 +55,13 @@ ENVS: dict[str, EnvEntry] = {
     "virl": EnvEntry("sftrl/VIRL-v0", virl_typed_answer, "action (e.g. turn_direction(north), forward(), stop())"),
 }
 
-_ENV_HELP = f"environment: one of {', '.join(ENVS)}"
-_SET_HELP = "extra env argument KEY=VALUE (VALUE read as JSON when it parses), repeatable"
+EnvName = Annotated[str, typer.Argument(help=f"environment: one of {', '.join(ENVS)}")]
+Variant = Annotated[str, typer.Option(help="variant, e.g. id, rule_ood, visual_ood")]
+Modality = Annotated[str, typer.Option(help="text or image")]
+Settings = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="extra env argument KEY=VALUE (VALUE read as JSON when it parses), repeatable"),
+]
 
 
 def make_env(name: str, variant: str, modality: str, *, settings: list[str], **kwargs):
@@ -82,18 +88,18 @@ def make_env(name: str, variant: str, modality: str, *, settings: list[str], **k
 
 @app.command()
 def data(
-    env: str = typer.Argument(..., help=_ENV_HELP),
-    variant: str = typer.Option("id", help="variant, e.g. id, rule_ood, visual_ood"),
-    modality: str = typer.Option("text", help="text or image"),
-    n: int = typer.Option(1000, min=1, help="number of records (one per policy turn)"),
-    seed: int = typer.Option(0, help="seed of the draw of training seeds"),
-    out: Path | None = typer.Option(None, help="JSONL path [default: data/ENV_VARIANT_MODALITY_sft.jsonl]"),
-    settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    env: EnvName,
+    variant: Variant = "id",
+    modality: Modality = "text",
+    n: Annotated[int, typer.Option(min=1, help="number of records (one per policy turn)")] = 1000,
+    seed: Annotated[int, typer.Option(help="seed of the draw of training seeds")] = 0,
+    out: Annotated[Path | None, typer.Option(help="JSONL path (default data/ENV_VARIANT_MODALITY_sft.jsonl)")] = None,
+    settings: Settings = None,
 ) -> None:
     """Write oracle SFT chat records (JSONL, PNGs beside it for image envs) from training seeds."""
     from envs.sft_data import write_sft_records
 
-    made = make_env(env, variant, modality, settings=settings)
+    made = make_env(env, variant, modality, settings=settings or [])
     path = out or Path("data") / f"{env}_{variant}_{modality}_sft.jsonl"
     result = write_sft_records(made, path, n_records=n, seed=seed)
     images = f" and {result.n_images} images" if result.n_images else ""
@@ -102,17 +108,17 @@ def data(
 
 @app.command()
 def play(
-    env: str = typer.Argument(..., help=_ENV_HELP),
-    variant: str = typer.Option("id", help="variant, e.g. id, rule_ood, visual_ood"),
-    modality: str = typer.Option("text", help="text or image"),
-    seed: int | None = typer.Option(None, help="seed of the first episode (random when omitted)"),
-    episodes: int = typer.Option(1, min=1, help="episodes to play"),
-    render: Path | None = typer.Option(None, help="save the picture of each hand to this PNG"),
-    settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    env: EnvName,
+    variant: Variant = "id",
+    modality: Modality = "text",
+    seed: Annotated[int | None, typer.Option(help="seed of the first episode (random when omitted)")] = None,
+    episodes: Annotated[int, typer.Option(min=1, help="episodes to play")] = 1,
+    render: Annotated[Path | None, typer.Option(help="save the picture of each hand to this PNG")] = None,
+    settings: Settings = None,
 ) -> None:
     """Play in the terminal: read the task, type an answer, see the verifier's feedback."""
     entry_name = env
-    made = make_env(env, variant, modality, settings=settings, render_mode="rgb_array" if render else None)
+    made = make_env(env, variant, modality, settings=settings or [], render_mode="rgb_array" if render else None)
     if modality == "image" and not render:
         typer.echo("(the image modality shows its task only in a picture: add --render hand.png to see it)")
     for episode in range(episodes):
@@ -125,8 +131,9 @@ def play(
 
 
 def _play_episode(made, entry: EnvEntry, info: dict, *, render: Path | None) -> bool:
-    """One episode on stdin; False when the input ended. With `render`, the picture is saved again
-    after every step (V-IRL's picture changes as the agent moves).
+    """One episode on stdin; False when the input ended.
+
+    With `render`, the picture is saved again after every step (V-IRL's picture changes as the agent moves).
     """
     while True:
         typer.echo(f"{entry.prompt}> ", nl=False)

@@ -1,26 +1,37 @@
-"""`sftrl serve`: start Ray and Serve locally and serve a policy over HTTP until Ctrl-C.
+"""`sftrl serve`: serve a policy over HTTP from Ray Serve until Ctrl-C or SIGTERM.
 
-    sftrl serve --model smollm2-135m [--checkpoint DIR] [--host 127.0.0.1] [--port 8000]
+    sftrl serve --model smollm2-135m [--checkpoint DIR] [--host 127.0.0.1] [--port 8000] [--replicas 1]
 
-Prints the URL and a ready-to-run curl. With `SFTRL_API_KEY` set, every route but /healthz needs
-`Authorization: Bearer $SFTRL_API_KEY`. Binding a host other than 127.0.0.1 exposes the endpoint.
+It joins RAY_ADDRESS's cluster or starts a local one (`session.ClusterSession`) and on exit stops
+what it started. Prints the URL and a ready-to-run curl. With `SFTRL_API_KEY` set, every route but
+/healthz needs `Authorization: Bearer $SFTRL_API_KEY`. Binding a host other than 127.0.0.1 exposes
+the endpoint. The options' defaults are `serving.config.ServingConfig`'s.
 """
 
 import json
 import shlex
 import threading
+from typing import Annotated
 
 import typer
 
-from cluster.signals import interrupt_on_signals
+from cluster.policy_service import PolicyService
+from cluster.session import ClusterSession
+from serving.config import ServingConfig
+
+_FIELDS = ServingConfig.model_fields
+_MODEL, _CHECKPOINT, _HOST, _PORT, _REPLICAS = (
+    _FIELDS[name] for name in ("model", "checkpoint", "host", "port", "num_replicas")
+)
 
 CURL_AUTH = ' -H "Authorization: Bearer $SFTRL_API_KEY"'
 """curl's header option carrying the API key from the environment."""
 
 
 def example_curl(url: str, *, with_key: bool, data: str | None = None) -> str:
-    """A curl that asks the served policy one chat question: `data` is curl's -d argument
-    (`@file.json` or a JSON body), by default a short "Say hello." request.
+    """A curl that asks the served policy one chat question.
+
+    `data` is curl's -d argument (`@file.json` or a JSON body), by default a short "Say hello." request.
     """
     if data is None:
         body = {"model": "policy", "max_tokens": 32, "messages": [{"role": "user", "content": "Say hello."}]}
@@ -30,35 +41,27 @@ def example_curl(url: str, *, with_key: bool, data: str | None = None) -> str:
 
 
 def serve(
-    model: str = typer.Option("smollm2-135m", help="Policy name (smollm2-135m, tiny, tiny-vlm, ...) or HF path."),
-    checkpoint: str | None = typer.Option(
-        None, help="A save_pretrained directory to serve instead of --model's weights."
+    model: Annotated[str, typer.Option(help="Policy name (smollm2-135m, tiny, tiny-vlm, ...) or HF path.")] = (
+        _MODEL.default
     ),
-    host: str = typer.Option("127.0.0.1", help="Bind address; 0.0.0.0 exposes the endpoint to the network."),
-    port: int = typer.Option(8000, help="HTTP port."),
-    replicas: int = typer.Option(1, min=1, help="Number of policy replicas."),
+    checkpoint: Annotated[
+        str | None, typer.Option(help="A save_pretrained directory to serve instead of --model's weights.")
+    ] = _CHECKPOINT.default,
+    host: Annotated[str, typer.Option(help=_HOST.description)] = _HOST.default,
+    port: Annotated[int, typer.Option(help=_PORT.description)] = _PORT.default,
+    replicas: Annotated[int, typer.Option(min=1, help=_REPLICAS.description)] = _REPLICAS.default,
 ) -> None:
     """Serve a policy over HTTP (OpenAI-compatible chat and token-level generate) until Ctrl-C."""
-    import ray
-    from ray import serve as ray_serve
-
-    from cluster.policy_service import PolicyService
-    from serving.config import ServingConfig
-
     config = ServingConfig(model=model, checkpoint=checkpoint, host=host, port=port, num_replicas=replicas)
-    ray.init(include_dashboard=False)
-    interrupt_on_signals()
-    try:
-        PolicyService.start(config, http=True)
-        url = f"http://{host}:{port}"
-        typer.echo(
-            f"serving {checkpoint or model} at {url} (routes: /v1/chat/completions, /v1/generate, "
-            f"/v1/models, /v1/policy, /healthz); Ctrl-C stops"
-        )
-        typer.echo(example_curl(url, with_key=config.api_key is not None), color=False)
-        threading.Event().wait()  # block until Ctrl-C
-    except KeyboardInterrupt:
-        typer.echo("stopping")
-    finally:
-        ray_serve.shutdown()
-        ray.shutdown()
+    with ClusterSession() as session:
+        try:
+            session.started("policy", PolicyService.start(config, http=True))
+            url = f"http://{host}:{port}"
+            typer.echo(
+                f"serving {checkpoint or model} at {url} (routes: /v1/chat/completions, /v1/generate, "
+                f"/v1/models, /v1/policy, /healthz); Ctrl-C stops"
+            )
+            typer.echo(example_curl(url, with_key=config.api_key is not None), color=False)
+            threading.Event().wait()  # block until Ctrl-C
+        except KeyboardInterrupt:
+            typer.echo("stopping")

@@ -12,9 +12,13 @@ from typing import Any
 
 
 class FakeEnv:
-    """Two-attempt guessing game with the gymnasium step API."""
+    """Two-attempt guessing game with the gymnasium step API; it truncates itself after the budget.
 
-    max_turns = 2
+    Like the real envs it reports evaluation counts: `card_accuracy` is 1 of 1 when the first
+    answer was right (even seeds), 0 of 1 otherwise.
+    """
+
+    max_attempts = 2
 
     def __init__(self, variant: str = "id"):
         self.variant = variant
@@ -23,21 +27,22 @@ class FakeEnv:
     def reset(self, *, seed: int):
         self._answer = "0" if seed % 2 == 0 else "1"
         self._attempt = 0
+        self._first_right = False
         self._messages = [{"role": "user", "content": f"guess (seed {seed})"}]
         return {"messages": list(self._messages)}, {"success": False}
 
     def step(self, text: str):
         self._attempt += 1
         success = text == self._answer
+        self._first_right = self._first_right or (success and self._attempt == 1)
         info = {
             "success": success,
             "variant": self.variant,
             "attempt": self._attempt,
-            "cards": ["A", "2"],
-            "actions": self._attempt,
-            "correct_actions": int(success),
+            "eval_hits": {"card_accuracy": int(self._first_right)},
+            "eval_trials": {"card_accuracy": 1},
         }
-        if success or self._attempt >= self.max_turns:
+        if success or self._attempt >= self.max_attempts:
             return {"messages": self._messages}, (1.0 if success else -1.0), success, not success, info
         self._messages = self._messages + [
             {"role": "assistant", "content": text},
@@ -102,11 +107,11 @@ class FakeLearner:
     def export_weights(self):
         return {"steps": self.steps}
 
-    def save(self, root, *, data_cursor=0):
+    def save(self, root):
         """Mimics learner.checkpoint's layout: root/step_N/ and root/latest naming it."""
         from pathlib import Path
 
-        self.calls.append(("save", data_cursor))
+        self.calls.append(("save", root))
         tag = Path(root) / f"step_{self.steps:08d}"
         tag.mkdir(parents=True, exist_ok=True)
         (Path(root) / "latest").write_text(tag.name)
@@ -134,6 +139,7 @@ class FakeServer:
         assert not self.pushed or version > self.pushed[-1][1], "versions only go up"
         self.pushed.append((weights, version))
         self.handle.version = version
+        return [{"version": version, "swapped": True}]  # one replica's swap report
 
 
 class InProcessFleet:

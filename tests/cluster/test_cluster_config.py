@@ -6,6 +6,8 @@ import pytest
 import yaml
 
 from cluster.config import CONFIG_DIR, ConfigError, TrainConfig, dump_config, load_config, validate_config
+from learner.config import LearnerConfig
+from serving.config import ServingConfig
 
 SHIPPED = ["tiny", "demo", "gp_l_sft", "gp_l_rl", "gp_vl_rl", "virl_l_rl", "virl_vl_rl"]
 
@@ -14,6 +16,8 @@ SHIPPED = ["tiny", "demo", "gp_l_sft", "gp_l_rl", "gp_vl_rl", "virl_l_rl", "virl
 def test_shipped_configs_validate(name):
     config = load_config(CONFIG_DIR / f"{name}.yaml")
     assert config.learner.model == config.serving.model
+    # The model is named once, in the learner section.
+    assert "model" not in yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())["serving"]
     assert config.env.task in name.replace("_", "-") or name in ("tiny", "demo")
 
 
@@ -54,7 +58,7 @@ def test_paper_arms_differ_only_in_the_update_rule():
         ("no_equals_sign", "is not key=value"),
         ("rollout.sampling.temperature=-1", "rollout.sampling.temperature"),
         ("learner.algo=dpo", "learner.algo"),
-        ("learner.model=smollm2-135m", "set both to the same name"),
+        ("serving.model=smollm2-135m", "drop serving.model (it follows learner.model)"),
         ("env.kwargs.variant=rule_ood", "driver chooses per task"),
         ("rollout.episodes_per_iteration=5", "not a multiple of rollout.group_size=2"),
         ("rollout.group_size=1", "learner.algo='grpo' needs groups"),
@@ -94,10 +98,18 @@ def test_dumped_config_reloads_identically_and_holds_no_secret(tmp_path, monkeyp
     )
 
 
-def test_defaults_need_matching_models():
-    with pytest.raises(ValueError):
-        TrainConfig(learner={"model": "tiny"}, serving={"model": "smollm2-135m"})
-    assert TrainConfig(learner={"model": "tiny", "algo": "ppo"}, serving={"model": "tiny"}).run.iterations == 0
+def test_serving_model_follows_the_learners_unless_set():
+    assert TrainConfig(learner={"model": "tiny", "algo": "ppo"}).serving.model == "tiny"
+    assert TrainConfig(learner={"algo": "ppo"}).serving.model == LearnerConfig().model
+    given = TrainConfig(learner=LearnerConfig(model="tiny", algo="ppo"), serving=ServingConfig(port=9000))
+    assert (given.serving.model, given.serving.port) == ("tiny", 9000)
+    # The README's recipe: one override moves both the learner and the server to a checkpoint.
+    assert load_config(CONFIG_DIR / "tiny.yaml", ["learner.model=runs/init/policy"]).serving.model == "runs/init/policy"
+    assert TrainConfig(learner={"model": "tiny", "algo": "ppo"}, serving={"model": "tiny"}).serving.model == "tiny"
+    with pytest.raises(ValueError, match="learner.model='tiny' but serving.model='smollm2-135m'"):
+        TrainConfig(learner={"model": "tiny", "algo": "ppo"}, serving={"model": "smollm2-135m"})
+    with pytest.raises(ValueError, match="serving.model='smollm2-135m'"):
+        TrainConfig(learner=LearnerConfig(model="tiny", algo="ppo"), serving=ServingConfig(model="smollm2-135m"))
 
 
 def test_task_spec_variants():

@@ -1,15 +1,18 @@
 """Evaluation scoring, files and table (no Ray: a fleet running one worker in-process)."""
 
+import asyncio
 import csv
 import json
+import math
+import re
 
+import pytest
 from cluster_fakes import FakeEnv, FakePolicy, InProcessFleet
 from rich.console import Console
 
 from cluster.config import EnvConfig, EvalConfig, SamplingConfig
 from cluster.evaluation import (
     VariantResult,
-    cards_recognised,
     eval_requests,
     eval_sampling,
     evaluate,
@@ -17,7 +20,7 @@ from cluster.evaluation import (
     score_variant,
     variant_metrics,
 )
-from cluster.rollout import Episode, RolloutWorker, Turn
+from cluster.rollout import Episode, EpisodeRequest, RolloutWorker, Turn
 from envs.seeds import EVAL_SEEDS, TRAIN_SEEDS
 
 
@@ -46,26 +49,55 @@ def test_success_and_first_attempt_success():
         _ep([-1.0, -1.0], success=False),
         _ep([-3.0], success=False),
     ]
-    result = score_variant("id", episodes, task="gp-l")
+    result = score_variant("id", episodes)
     assert (result.success, result.first_attempt_success) == (0.5, 0.25)
     assert result.step_accuracy is None and result.card_accuracy is None
 
 
-def test_virl_step_accuracy_pools_actions():
+def _counts(**rates):
+    """An env's final-info counts: metric=(hits, trials)."""
+    return {
+        "eval_hits": {name: hits for name, (hits, _) in rates.items()},
+        "eval_trials": {name: trials for name, (_, trials) in rates.items()},
+    }
+
+
+def test_env_counted_rates_pool_hits_over_trials():
     episodes = [
-        _ep([1.0], success=True, info={"actions": 4, "correct_actions": 4}),
-        _ep([-1.0], success=False, info={"actions": 6, "correct_actions": 2}),
+        _ep([1.0], success=True, info=_counts(step_accuracy=(4, 4))),
+        _ep([-1.0], success=False, info=_counts(step_accuracy=(2, 6))),
     ]
-    assert score_variant("id", episodes, task="virl-l").step_accuracy == 0.6
+    result = score_variant("id", episodes)
+    assert result.step_accuracy == 0.6 and result.card_accuracy is None
+    cards = [_ep([5.0], success=True, info=_counts(card_accuracy=(h, 1))) for h in (1, 0, 1, 1)]
+    assert score_variant("id", cards).card_accuracy == 0.75
+    assert math.isnan(
+        score_variant("id", [_ep([-1.0], success=False, info=_counts(card_accuracy=(0, 0)))]).card_accuracy
+    )
 
 
-def test_gp_vl_card_recognition_compares_multisets():
-    hand = {"cards": ["K", "10", "A", "10"]}
-    right = _ep([5.0], success=True, text='{"cards": ["10", "k", "A", 10], "formula": "1"}', info=hand)
-    wrong = _ep([-1.5], success=False, text='{"cards": ["Q", "10", "A", "10"]}', info=hand)
-    garbage = _ep([-3.0], success=False, text="no json here", info=hand)
-    assert [cards_recognised(e) for e in (right, wrong, garbage)] == [True, False, False]
-    assert score_variant("id", [right, wrong], task="gp-vl").card_accuracy == 0.5
+def test_a_rate_without_a_result_field_is_an_error():
+    with pytest.raises(ValueError, match="made_up_rate"):
+        score_variant("id", [_ep([1.0], success=True, info=_counts(made_up_rate=(1, 1)))])
+
+
+class _FullNamePolicy(FakePolicy):
+    """Answers GP-L with the listed cards spelt out ("King"), the way the verifier still reads them."""
+
+    async def reply(self, request: dict) -> dict:
+        reply = await super().reply(request)
+        listed = re.search(r"four playing cards: (.*?)\.", request["messages"][1]["content"]).group(1).split(", ")
+        names = {"A": "Ace", "J": "Jack", "Q": "Queen", "K": "King"}
+        return {**reply, "text": json.dumps({"cards": [names.get(c, c) for c in listed], "formula": "1"})}
+
+
+def test_card_accuracy_counts_king_as_recognised():
+    env_config = EnvConfig(task="gp-l", kwargs={"max_attempts": 1})
+    worker = RolloutWorker(env_config, _FullNamePolicy(), envs_per_actor=1)
+    requests = [EpisodeRequest(seed=seed, group=seed, variant="rule_ood") for seed in (1, 4)]
+    episodes = asyncio.run(worker.run_episodes(requests, SamplingConfig())).episodes
+    assert all("K" in ep.final_info["cards"] and "King" in ep.turns[0].text for ep in episodes)
+    assert score_variant("rule_ood", episodes).card_accuracy == 1.0
 
 
 def test_evaluate_writes_jsonl_csv_and_metrics(tmp_path):

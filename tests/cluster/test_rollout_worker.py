@@ -35,7 +35,27 @@ def test_episodes_record_every_turn_as_generated():
     assert odd.turns[0].generate_s == 0.25 and odd.turns[0].queue_s == 0.125
     assert odd.group == 0 and odd.variant == "id" and odd.total_reward == 0.0
     assert odd.final_info["attempt"] == 2
+    # The env's evaluation counts survive json_safe (dicts of ints).
+    assert even.final_info["eval_hits"] == {"card_accuracy": 1} and odd.final_info["eval_hits"] == {"card_accuracy": 0}
     assert batch.env_s >= 0 and batch.wall_s >= batch.env_s
+
+
+class _NeverRightEnv(FakeEnv):
+    """Every answer is wrong, so only the env's own truncation ends an episode."""
+
+    max_attempts = 4
+
+    def reset(self, *, seed: int):
+        obs, info = super().reset(seed=seed)
+        self._answer = "never"
+        return obs, info
+
+
+def test_episode_runs_until_the_env_terminates_or_truncates():
+    worker = RolloutWorker(EnvConfig(task="gp-l"), FakePolicy(), envs_per_actor=1, make_env=_NeverRightEnv)
+    batch = asyncio.run(worker.run_episodes([EpisodeRequest(0, 0, "id")], SamplingConfig()))
+    (episode,) = batch.episodes
+    assert [t.reward for t in episode.turns] == [-1.0] * 4 and not episode.success
 
 
 def test_requests_carry_sampling_and_no_images_for_text():

@@ -6,9 +6,9 @@ import pytest
 from cluster_fakes import FakeEnv, FakeLearner, FakePolicy, FakeServer, InProcessFleet
 
 from cluster.config import CONFIG_DIR, load_config
-from cluster.trainer import STATE_FILE, Trainer, newest_checkpoint
 from cluster.metrics import read_metrics
 from cluster.rollout import RolloutWorker
+from cluster.trainer import STATE_FILE, Trainer, newest_checkpoint
 from learner.batch import Sample
 
 
@@ -34,6 +34,7 @@ def test_full_run_sft_then_rl_then_eval(tmp_path):
     assert (state.sft_step, state.iteration, state.policy_version) == (2, 2, 3)
     calls = [name for name, _ in trainer.learner.calls]
     assert calls == ["sft_step", "sft_step", "save", "rl_step", "save", "rl_step", "save", "export_hf"]
+    assert {root for name, root in trainer.learner.calls if name == "save"} == {str(tmp_path / "checkpoints")}
     assert [v for _, v in trainer.policy.pushed] == [1, 2, 3]
     records = read_metrics(tmp_path)
     assert [r["phase"] for r in records] == ["sft", "sft", "rl", "rl", "eval"]
@@ -62,7 +63,6 @@ def test_rl_batches_are_grpo_groups_from_the_collected_turns(tmp_path):
     assert len(requests) == 4 and requests[0].seed == requests[1].seed and requests[0].group == requests[1].group
     n_turns = sum(1 if r.seed % 2 == 0 else 2 for r in requests)
     assert len(samples) == n_turns
-    assert all(s.policy_version == 1 for s in samples)
 
 
 def test_training_seeds_are_deterministic_and_fresh_per_iteration(tmp_path):

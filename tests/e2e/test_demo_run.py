@@ -1,6 +1,7 @@
-"""`python -m cluster.cli.demo` (what `make demo` runs), on the tiny config: it trains, prints the
-id vs rule_ood table and the plots, serves the policy over HTTP with a working curl example, and
-stops cleanly on Ctrl-C.
+"""`python -m cluster.cli.demo` (what `make demo` runs), on the tiny config.
+
+It trains, prints the id vs rule_ood table and the plots, serves the policy over HTTP with a
+working curl example, and stops cleanly on Ctrl-C.
 """
 
 import os
@@ -30,7 +31,8 @@ def _read_until(proc: subprocess.Popen, marker: str, *, timeout_s: float) -> str
 
 def test_demo_trains_reports_and_serves(tmp_path):
     port = free_port()
-    cmd = [sys.executable, "-m", "cluster.cli.demo", "--config", TINY, "--run-dir", str(tmp_path), f"serving.port={port}"]
+    cmd = [sys.executable, "-m", "cluster.cli.demo", "--config", TINY, "--run-dir", str(tmp_path)]
+    cmd.append(f"serving.port={port}")
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,

@@ -1,7 +1,8 @@
-"""End to end on real Ray, Serve and DeepSpeed with the tiny model: tiny.yaml (SFT, 2 RL
-iterations, evaluation), and a rollout actor killed mid-iteration (the run goes on, the loss is
-counted). One Ray cluster for the module; each run starts and removes its own Serve app, learner
-and fleet.
+"""End to end on real Ray, Serve and DeepSpeed with the tiny model.
+
+tiny.yaml (SFT, 2 RL iterations, evaluation), and a rollout actor killed mid-iteration (the run
+goes on, the loss is counted). One Ray cluster for the module; each run starts and removes its own
+Serve app, learner and fleet, and leaves the cluster it joined running.
 """
 
 import asyncio
@@ -9,7 +10,9 @@ import csv
 import os
 
 import pytest
+import ray
 from e2e_helpers import TINY
+from ray import serve
 
 from cluster.config import EnvConfig, EvalConfig, RolloutConfig, SamplingConfig, load_config
 from cluster.evaluation import evaluate_checkpoint
@@ -22,11 +25,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _run(run_dir, overrides=(), **session_kwargs):
-    session = build_session(load_config(TINY, list(overrides)), run_dir, **session_kwargs)
-    try:
-        return session.trainer.run(), session.trainer.evals[-1][1]
-    finally:
-        session.close()
+    with build_session(load_config(TINY, list(overrides)), run_dir, **session_kwargs) as session:
+        state, results = session.trainer.run(), session.trainer.evals[-1][1]
+    # The session joined the module's cluster: it removed its parts and left Ray and Serve running.
+    assert ray.is_initialized() and "sftrl-policy" not in serve.status().applications
+    return state, results
 
 
 def test_tiny_config_end_to_end(ray_cluster, tmp_path):

@@ -1,5 +1,6 @@
 """`sftrl serve`: starts Ray and Serve, prints a URL and a curl that works, stops cleanly on Ctrl-C."""
 
+import inspect
 import json
 import os
 import signal
@@ -14,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cluster.cli.main import app
-from cluster.cli.serve import example_curl
+from cluster.cli.serve import example_curl, serve
+from serving.config import ServingConfig
 
 
 def _free_port() -> int:
@@ -28,6 +30,18 @@ def test_serve_is_registered_with_its_options():
     assert result.exit_code == 0
     for option in ("--model", "--checkpoint", "--host", "--port"):
         assert option in result.output
+
+
+def test_serve_defaults_are_the_serving_configs():
+    defaults = {name: p.default for name, p in inspect.signature(serve).parameters.items()}
+    config = ServingConfig()
+    assert defaults == {
+        "model": config.model,
+        "checkpoint": config.checkpoint,
+        "host": config.host,
+        "port": config.port,
+        "replicas": config.num_replicas,
+    }
 
 
 def test_example_curl_sends_the_key_only_when_set():

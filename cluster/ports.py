@@ -1,0 +1,57 @@
+"""The trainer's ports: what `trainer.Trainer` calls on the learner, the policy server and the fleet.
+
+Structural types (`typing.Protocol`): the real `learner.group.LearnerGroup`,
+`policy_service.PolicyService` and `fleet.RolloutFleet` satisfy them, and so do the fakes of the
+unit tests (tests/cluster/cluster_fakes.py), so the trainer's control flow tests without Ray,
+DeepSpeed or Serve. This module imports neither Ray nor torch: the types it names are imported for
+type checkers only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from cluster.config import SamplingConfig
+    from cluster.fleet import CollectResult
+    from cluster.rollout import EpisodeRequest
+    from learner.batch import Sample
+
+
+class LearnerPort(Protocol):
+    """The learner ranks (`learner.group.LearnerGroup`): each call takes one batch and shards it."""
+
+    def sft_step(self, samples: list[Sample]) -> dict[str, float]:
+        """One SFT optimizer step on `samples`; returns its metrics (`loss/sft`, ...)."""
+
+    def rl_step(self, samples: list[Sample]) -> dict[str, float]:
+        """One PPO/GRPO update on `samples`; returns its metrics (`loss/policy`, ...)."""
+
+    def values(self, samples: list[Sample]) -> list[float]:
+        """Value-head estimates, one per sample, in the order given (learner.algo='ppo')."""
+
+    def export_weights(self) -> Any:
+        """The policy's full weights (an ObjectRef of a CPU state dict) for `PolicyPort.push`."""
+
+    def export_hf(self, out_dir: str) -> str:
+        """Write the policy as a Hugging Face model directory; returns its path."""
+
+    def save(self, root: str) -> str:
+        """Checkpoint under `root` (a new tag that `root/latest` names); returns the tag's directory."""
+
+    def load(self, root: str) -> object:
+        """Restore the checkpoint that `root/latest` names."""
+
+
+class PolicyPort(Protocol):
+    """The policy server (`policy_service.PolicyService`) as the trainer sees it: weights go in."""
+
+    def push(self, weights: Any, version: int) -> list[dict]:
+        """Make every replica serve `weights` as `version` (versions only go up); one report per replica."""
+
+
+class FleetPort(Protocol):
+    """The rollout actor fleet (`fleet.RolloutFleet`): episode requests in, episodes out."""
+
+    def collect(self, requests: list[EpisodeRequest], sampling: SamplingConfig) -> CollectResult:
+        """Play every request with `sampling`; episodes lost with crashed actors are counted as dropped."""
