@@ -62,6 +62,7 @@ class RolloutFleet:
 
     @property
     def num_healthy(self) -> int:
+        """Actors the manager counts as healthy right now."""
         return self._manager.num_healthy_actors()
 
     def collect(self, requests: list[EpisodeRequest], sampling: SamplingConfig) -> CollectResult:
@@ -76,7 +77,7 @@ class RolloutFleet:
             kwargs=[{"requests": share, "sampling": sampling} for share in shares],
             remote_actor_ids=actor_ids,
         )
-        share_of = dict(zip(actor_ids, shares))
+        share_of = dict(zip(actor_ids, shares, strict=True))
         episodes: list[Episode] = []
         walls: list[float] = []
         env_s, dropped, failed = 0.0, 0, 0
