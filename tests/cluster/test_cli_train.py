@@ -1,5 +1,7 @@
 """`sftrl train | eval | plot` argument handling (CliRunner; nothing heavy starts)."""
 
+import re
+
 from typer.testing import CliRunner
 
 from cluster.cli.main import app
@@ -8,11 +10,23 @@ from cluster.metrics import MetricsLogger
 runner = CliRunner()
 
 
-def test_commands_are_registered():
-    result = runner.invoke(app, ["--help"])
-    assert result.exit_code == 0
-    for command in ("train", "eval", "plot"):
-        assert command in result.output
+def _listed_options(help_text: str) -> set[str]:
+    """The options a --help page lists in its option table (one per row, first on its line)."""
+    return set(re.findall(r"^\W*(--[a-z][a-z-]*)\s", help_text, flags=re.MULTILINE))
+
+
+def test_train_help_lists_its_options():
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0, result.output
+    assert {"--config", "--run-dir", "--resume"} <= _listed_options(result.output)
+
+
+def test_train_names_a_missing_config_file(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    result = runner.invoke(app, ["train", "--config", str(missing), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert f"config file '{missing}' does not exist" in result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_plot_writes_pngs_and_prints_their_paths(tmp_path):
@@ -35,6 +49,7 @@ def test_train_rejects_a_bad_override_before_starting_anything(tmp_path):
         app, ["train", "--config", "cluster/configs/tiny.yaml", "--run-dir", str(tmp_path), "learner.lrr=1"]
     )
     assert result.exit_code == 2
+    assert "unknown config key 'learner.lrr'" in result.output
     assert "learner has no field 'lrr'" in result.output
     assert not (tmp_path / "config.yaml").exists()
 

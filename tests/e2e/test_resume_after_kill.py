@@ -1,5 +1,7 @@
-"""Kill a training run (SIGKILL to its process group) after its first RL checkpoint, then
-`--resume`: the run continues from the checkpoint's iteration and policy version and finishes.
+"""Kill a training run after its first RL checkpoint, then `--resume` it.
+
+The kill is SIGKILL to the run's process group; the resumed run continues from the checkpoint's
+iteration and policy version and finishes.
 """
 
 import json
@@ -14,6 +16,7 @@ import pytest
 from e2e_helpers import TINY
 
 from cluster.metrics import read_metrics
+from cluster.trainer import CHECKPOINTS, STATE_FILE, newest_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,31 +29,35 @@ def _train(run_dir: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, *, timeout_s: float) -> dict:
-    latest = run_dir / "checkpoints" / "latest"
+def _wait_for_a_complete_checkpoint(run_dir: Path, proc: subprocess.Popen, *, timeout_s: float) -> None:
+    """Wait until a checkpoint tag holds its trainer_state.json: complete, as `newest_checkpoint` defines it.
+
+    Only looks: `newest_checkpoint` itself may repoint `latest`, which is the trainer's to write while it runs.
+    """
+    root = run_dir / CHECKPOINTS
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if latest.is_file():
-            state = latest.parent / latest.read_text().strip() / "trainer_state.json"
-            if state.is_file():
-                return json.loads(state.read_text())
+        if any(root.glob(f"*/{STATE_FILE}")):
+            return
         if proc.poll() is not None:
             pytest.fail(f"training exited before its first checkpoint:\n{proc.stdout.read()[-3000:]}")
         time.sleep(0.2)
-    pytest.fail("no checkpoint within the timeout")
+    pytest.fail(f"no complete checkpoint under {root} within {timeout_s:.0f} s")
 
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     # Far more iterations than it gets to do: the kill always lands mid-run.
     first = _train(tmp_path, "run.iterations=200")
     try:
-        saved = _wait_for_checkpoint(tmp_path, first, timeout_s=240)
+        _wait_for_a_complete_checkpoint(tmp_path, first, timeout_s=240)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
-    # The kill may land before or after later checkpoints: read what resume will load.
-    latest = tmp_path / "checkpoints" / "latest"
-    saved = json.loads((latest.parent / latest.read_text().strip() / "trainer_state.json").read_text())
+    # The kill may land before, during or after a later save: read what resume will load (the tag
+    # `latest` names, or the newest complete one if the kill cut that save short).
+    checkpoint = newest_checkpoint(tmp_path)
+    assert checkpoint is not None, f"no complete checkpoint under {tmp_path / CHECKPOINTS} after the kill"
+    saved = json.loads((checkpoint / STATE_FILE).read_text())
     assert saved["iteration"] >= 1 and saved["policy_version"] == saved["iteration"]
 
     total = saved["iteration"] + 2  # resume may also extend a run: two more iterations

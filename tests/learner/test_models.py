@@ -5,6 +5,8 @@ Conversions run once, into a module-scoped temporary $SFTRL_CACHE.
 
 import multiprocessing
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -109,6 +111,18 @@ def test_module_command_prints_a_reply(capsys):
 
     main(["tiny", "Say hello."])
     assert capsys.readouterr().out.startswith("[tiny] ")  # random weights: the reply is noise
+
+
+def test_importing_the_package_loads_no_torch_until_a_name_is_used():
+    check = (
+        "import sys, learner.models\n"
+        "assert 'torch' not in sys.modules, 'import learner.models loaded torch'\n"
+        "from learner.models import BUILTINS, LoadedPolicy, cache_root, load_policy, save_policy\n"
+        "assert 'torch' in sys.modules and callable(load_policy)\n"
+    )
+    repo = Path(__file__).parents[2]
+    result = subprocess.run([sys.executable, "-c", check], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def _build_in_race(target: str, log: str, barrier) -> None:

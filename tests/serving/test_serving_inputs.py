@@ -4,6 +4,7 @@ import asyncio
 import base64
 import io
 import pickle
+import selectors
 
 import numpy as np
 import pytest
@@ -179,6 +180,77 @@ def test_decode_images_refuses_other_formats():
 # ---------------------------------------------------------------- batcher
 
 
+class _VirtualClockSelector(selectors.DefaultSelector):
+    """A selector that holds its loop's clock and moves it instead of sleeping.
+
+    Where the loop would sleep until its next timer and no worker thread can wake it first, the clock
+    jumps to that timer instead of waiting.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.now = 0.0
+        self.threads_running = 0
+
+    def select(self, timeout=None):
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None or self.threads_running:
+            return super().select(timeout)  # a worker thread finishing wakes the loop: wait for it for real
+        self.now += timeout
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a virtual clock: sleeps and timeouts take no real time and fire in exact order.
+
+    A batch running in a worker thread takes no virtual time. The batcher's waits are then checked by
+    arithmetic instead of by racing real sleeps against real timeouts.
+    """
+
+    def __init__(self):
+        self._clock = _VirtualClockSelector()
+        super().__init__(self._clock)
+
+    def time(self) -> float:
+        return self._clock.now
+
+    def run_in_executor(self, executor, func, *args):
+        future = super().run_in_executor(executor, func, *args)
+        self._clock.threads_running += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, _future) -> None:
+        self._clock.threads_running -= 1
+
+
+def _in_virtual_time(main):
+    """Run the coroutine function `main()` on a fresh VirtualTimeLoop and return its result.
+
+    A future nobody resolves fails the test at once: the clock jumps to the 60 s deadline.
+    """
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(main(), timeout=60))
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
+class _Recorder:
+    """A run_batch that returns its items and records each batch as (size, virtual start time)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.batches: list[tuple[int, float]] = []
+
+    def __call__(self, items):
+        self.batches.append((len(items), self.loop.time()))
+        return items
+
+
 def test_batcher_groups_concurrent_items_and_keeps_their_order():
     sizes = []
 
@@ -190,27 +262,41 @@ def test_batcher_groups_concurrent_items_and_keeps_their_order():
         batcher = DynamicBatcher(run, max_batch_size=4, batch_wait_timeout_s=0.05, batch_max_wait_s=0.5)
         return await asyncio.gather(*(batcher.submit(i) for i in range(10)))
 
-    assert asyncio.run(main()) == [i * 10 for i in range(10)]
-    assert sorted(sizes, reverse=True)[0] == 4 and sum(sizes) == 10 and len(sizes) >= 3
+    assert _in_virtual_time(main) == [i * 10 for i in range(10)]
+    assert sizes == [4, 4, 2]  # they arrived together: full batches at once, no waiting
 
 
 def test_batcher_keeps_waiting_while_arrivals_trickle_in():
-    sizes = []
-
-    def run(items):
-        sizes.append(len(items))
-        return items
-
     async def main():
+        run = _Recorder(asyncio.get_running_loop())
         batcher = DynamicBatcher(run, max_batch_size=32, batch_wait_timeout_s=0.3, batch_max_wait_s=10.0)
         waiting = []
-        for i in range(5):
+        for i in range(5):  # arrivals at t = 0, 0.2, ..., 0.8: each gap is shorter than the timeout
+            if i:
+                await asyncio.sleep(0.2)
             waiting.append(asyncio.ensure_future(batcher.submit(i)))
-            await asyncio.sleep(0.05)  # each gap is shorter than the timeout, the total is longer
-        return await asyncio.gather(*waiting)
+        return await asyncio.gather(*waiting), run.batches
 
-    assert asyncio.run(main()) == list(range(5))
-    assert sizes == [5]
+    results, batches = _in_virtual_time(main)
+    assert results == list(range(5))
+    assert batches == [(5, pytest.approx(0.8 + 0.3))]  # one batch, a timeout after the last arrival
+
+
+def test_batcher_stops_waiting_at_the_cap():
+    async def main():
+        run = _Recorder(asyncio.get_running_loop())
+        batcher = DynamicBatcher(run, max_batch_size=32, batch_wait_timeout_s=0.3, batch_max_wait_s=0.9)
+        waiting = []
+        for i in range(6):  # arrivals at t = 0, 0.25, ..., 1.25: the wait would never end without the cap
+            if i:
+                await asyncio.sleep(0.25)
+            waiting.append(asyncio.ensure_future(batcher.submit(i)))
+        return await asyncio.gather(*waiting), run.batches
+
+    results, batches = _in_virtual_time(main)
+    assert results == list(range(6))
+    # The arrivals up to 0.75 leave at the cap; the next two form a batch a timeout after the last one.
+    assert batches == [(4, pytest.approx(0.9)), (2, pytest.approx(1.25 + 0.3))]
 
 
 def test_batcher_sends_a_failure_to_its_batch_and_keeps_serving():
@@ -224,8 +310,20 @@ def test_batcher_sends_a_failure_to_its_batch_and_keeps_serving():
         failed = await asyncio.gather(batcher.submit("bad"), batcher.submit("x"), return_exceptions=True)
         return failed, await batcher.submit("ok")
 
-    failed, ok = asyncio.run(main())
+    failed, ok = _in_virtual_time(main)
     assert all(isinstance(f, RuntimeError) for f in failed) and ok == "ok"
+
+
+def test_batcher_fails_every_item_when_run_batch_returns_the_wrong_number_of_results():
+    async def main():
+        batcher = DynamicBatcher(
+            lambda items: items[:1], max_batch_size=8, batch_wait_timeout_s=0.05, batch_max_wait_s=0.5
+        )
+        return await asyncio.gather(batcher.submit("a"), batcher.submit("b"), return_exceptions=True)
+
+    failed = _in_virtual_time(main)
+    assert [type(f) for f in failed] == [ValueError, ValueError]
+    assert "returned 1 results for 2 items" in str(failed[0])
 
 
 def test_batcher_skips_cancelled_submissions():
@@ -242,7 +340,7 @@ def test_batcher_skips_cancelled_submissions():
         doomed.cancel()
         return await batcher.submit("kept")
 
-    assert asyncio.run(main()) == "kept"
+    assert _in_virtual_time(main) == "kept"
     assert seen == ["kept"]
 
 
