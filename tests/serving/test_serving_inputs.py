@@ -266,34 +266,31 @@ def test_batcher_groups_concurrent_items_and_keeps_their_order():
     assert sizes == [4, 4, 2]  # they arrived together: full batches at once, no waiting
 
 
-def test_batcher_keeps_waiting_while_arrivals_trickle_in():
-    async def main():
-        run = _Recorder(asyncio.get_running_loop())
-        batcher = DynamicBatcher(run, max_batch_size=32, batch_wait_timeout_s=0.3, batch_max_wait_s=10.0)
-        waiting = []
-        for i in range(5):  # arrivals at t = 0, 0.2, ..., 0.8: each gap is shorter than the timeout
-            if i:
-                await asyncio.sleep(0.2)
-            waiting.append(asyncio.ensure_future(batcher.submit(i)))
-        return await asyncio.gather(*waiting), run.batches
+async def _trickle(*, n: int, gap_s: float, max_wait_s: float):
+    """Submit items 0..n-1, `gap_s` apart, to a batcher with a 0.3 s pause timeout and `max_wait_s` cap.
 
-    results, batches = _in_virtual_time(main)
+    Returns (results in order, the batches as (size, virtual start time)).
+    """
+    run = _Recorder(asyncio.get_running_loop())
+    batcher = DynamicBatcher(run, max_batch_size=32, batch_wait_timeout_s=0.3, batch_max_wait_s=max_wait_s)
+    waiting = []
+    for i in range(n):
+        if i:
+            await asyncio.sleep(gap_s)
+        waiting.append(asyncio.ensure_future(batcher.submit(i)))
+    return await asyncio.gather(*waiting), run.batches
+
+
+def test_batcher_keeps_waiting_while_arrivals_trickle_in():
+    # arrivals at t = 0, 0.2, ..., 0.8: each gap is shorter than the timeout
+    results, batches = _in_virtual_time(lambda: _trickle(n=5, gap_s=0.2, max_wait_s=10.0))
     assert results == list(range(5))
     assert batches == [(5, pytest.approx(0.8 + 0.3))]  # one batch, a timeout after the last arrival
 
 
 def test_batcher_stops_waiting_at_the_cap():
-    async def main():
-        run = _Recorder(asyncio.get_running_loop())
-        batcher = DynamicBatcher(run, max_batch_size=32, batch_wait_timeout_s=0.3, batch_max_wait_s=0.9)
-        waiting = []
-        for i in range(6):  # arrivals at t = 0, 0.25, ..., 1.25: the wait would never end without the cap
-            if i:
-                await asyncio.sleep(0.25)
-            waiting.append(asyncio.ensure_future(batcher.submit(i)))
-        return await asyncio.gather(*waiting), run.batches
-
-    results, batches = _in_virtual_time(main)
+    # arrivals at t = 0, 0.25, ..., 1.25: the wait would never end without the cap
+    results, batches = _in_virtual_time(lambda: _trickle(n=6, gap_s=0.25, max_wait_s=0.9))
     assert results == list(range(6))
     # The arrivals up to 0.75 leave at the cap; the next two form a batch a timeout after the last one.
     assert batches == [(4, pytest.approx(0.9)), (2, pytest.approx(1.25 + 0.3))]
