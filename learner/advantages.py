@@ -5,6 +5,9 @@
   last turn (bootstrap value 0).
 - `group_normalised_advantages`: GRPO (Shao et al., 2024) subtracts the mean reward of the group
   (episodes on the same seed) and divides by its std; Dr. GRPO (Liu et al., 2025) does not divide.
+- `whitened`: the paper's PPO whitens advantages over the whole rollout before its epochs; the
+  statistics come as `Moments`, which ranks all-reduce (`learner.rl_stats`) so the whole batch's
+  mean and std are used on every rank.
 
 Pure Python + numpy; no torch.
 """
@@ -17,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 STD_EPS = 1e-6
+WHITEN_EPS = 1e-5  # pytorch-a2c-ppo-acktr's, which the paper's PPO (via RL4VLM) builds on
 
 
 class GaeResult(NamedTuple):
@@ -43,7 +47,7 @@ def gae_over_turns(rewards: list[float], values: list[float], *, gamma: float = 
         delta = rewards[t] + gamma * next_value - values[t]
         running = delta + gamma * lam * running
         advantages[t] = running
-    return GaeResult(advantages, [a + v for a, v in zip(advantages, values)])
+    return GaeResult(advantages, [a + v for a, v in zip(advantages, values, strict=True)])
 
 
 def group_normalised_advantages(rewards: list[float], groups: list[int], *, scale_by_std: bool = True) -> list[float]:
@@ -62,6 +66,38 @@ def group_normalised_advantages(rewards: list[float], groups: list[int], *, scal
         centred = group_rewards - group_rewards.mean()
         if scale_by_std:
             centred = centred / (group_rewards.std() + STD_EPS)
-        for i, value in zip(indices, centred):
+        for i, value in zip(indices, centred, strict=True):
             advantages[i] = float(value)
     return advantages
+
+
+class Moments(NamedTuple):
+    """Count, sum and sum of squares of some values; summing them over ranks gives the whole batch's."""
+
+    count: float
+    total: float
+    total_sq: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Moments:
+        """The moments of `values`."""
+        array = np.asarray(values, dtype=np.float64)
+        return cls(float(array.size), float(array.sum()), float((array**2).sum()))
+
+    @property
+    def mean(self) -> float:
+        """The mean (0 for no values)."""
+        return self.total / self.count if self.count else 0.0
+
+    @property
+    def variance(self) -> float:
+        """The unbiased (n - 1) variance (0 for fewer than two values)."""
+        if self.count < 2:
+            return 0.0
+        return max(0.0, (self.total_sq - self.total**2 / self.count) / (self.count - 1))
+
+
+def whitened(values: list[float], moments: Moments) -> list[float]:
+    """(v - mean) / (std + 1e-5), with the mean and unbiased std of `moments` (the whole batch's)."""
+    std = float(np.sqrt(moments.variance))
+    return [(v - moments.mean) / (std + WHITEN_EPS) for v in values]

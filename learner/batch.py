@@ -25,25 +25,32 @@ class Sample:
     """One policy turn to train on (learner contract in /work/contracts.md).
 
     `output_ids` are the only tokens with a loss. `logprobs` are the behaviour policy's log-probs of
-    `output_ids` (one per id, RL only). `advantage` is per sample (GRPO, GAE over turns); `return_`
-    and `value` are the PPO value target and the old value. `images` go through the VLM processor.
+    `output_ids` (one per id, RL only). `temperature` is the one `output_ids` were sampled at: the
+    server's log-probs are of `log_softmax(logits / temperature)`, so the learner divides its logits
+    by it too; 0 (greedy) is scored at 1, as the server scores it. SFT samples keep 1. `advantage`
+    is per sample (GRPO, GAE over turns); `return_` and `value` are the PPO value target and the old
+    value. `images` go through the VLM processor.
     """
 
     prompt_ids: list[int]
     output_ids: list[int]
     logprobs: list[float] | None = None
+    temperature: float = 1.0
     advantage: float = 0.0
     return_: float | None = None
     value: float | None = None
     images: list[np.ndarray] | None = None
-    group: int | None = None
-    policy_version: int = 0
 
     def __post_init__(self) -> None:
         if not self.prompt_ids or not self.output_ids:
             raise ValueError(
                 f"a Sample needs non-empty prompt_ids and output_ids, got "
                 f"{len(self.prompt_ids)} and {len(self.output_ids)} ids"
+            )
+        if not self.temperature >= 0:
+            raise ValueError(
+                f"temperature={self.temperature} is not a sampling temperature: give the one the "
+                f"output was sampled at (>= 0; 0 = greedy)"
             )
         if self.logprobs is not None and len(self.logprobs) != len(self.output_ids):
             raise ValueError(
@@ -65,7 +72,8 @@ class Batch:
     action_ids: torch.Tensor  # (B, L) output ids, right-aligned, padded on the left
     action_mask: torch.Tensor  # (B, L) True on output tokens
     behaviour_logprobs: torch.Tensor  # (B, L) server log-probs (0 where absent)
-    logprob_scale: torch.Tensor  # (B, L) 1, or pre_action_weight before the action key
+    token_weights: torch.Tensor  # (B, L) policy-gradient weight: 1, or pre_action_weight before the action key
+    temperatures: torch.Tensor  # (B,) the logits' divisor: the behaviour temperature, 1 for greedy (0)
     advantages: torch.Tensor  # (B,)
     returns: torch.Tensor  # (B,) PPO value targets (0 where absent)
     old_values: torch.Tensor  # (B,) PPO old values (0 where absent)
@@ -92,8 +100,10 @@ def collate(
     pre_action_counts: Sequence[int] | None = None,
     pre_action_weight: float = 1.0,
 ) -> Batch:
-    """Pad `samples` into a `Batch`; the first `pre_action_counts[i]` outputs of row i get the
-    `pre_action_weight` on their log-probs.
+    """Pad `samples` into a `Batch` (outputs right-aligned, prompts left-padded).
+
+    The first `pre_action_counts[i]` outputs of row i get the policy-gradient weight
+    `pre_action_weight` (`Batch.token_weights`).
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
@@ -105,7 +115,7 @@ def collate(
     action_ids = torch.full((n_rows, out_len), pad_id, dtype=torch.long)  # (B, L)
     action_mask = torch.zeros((n_rows, out_len), dtype=torch.bool)  # (B, L)
     behaviour = torch.zeros((n_rows, out_len))  # (B, L)
-    scale = torch.ones((n_rows, out_len))  # (B, L)
+    weights = torch.ones((n_rows, out_len))  # (B, L)
     for row, sample in enumerate(samples):
         ids = sample.prompt_ids + sample.output_ids
         n_out = len(sample.output_ids)
@@ -116,7 +126,7 @@ def collate(
         if sample.logprobs is not None:
             behaviour[row, out_len - n_out :] = torch.tensor(sample.logprobs)
         if pre_action_counts is not None:
-            scale[row, out_len - n_out : out_len - n_out + pre_action_counts[row]] = pre_action_weight
+            weights[row, out_len - n_out : out_len - n_out + pre_action_counts[row]] = pre_action_weight
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
     return Batch(
         input_ids=input_ids,
@@ -125,7 +135,8 @@ def collate(
         action_ids=action_ids,
         action_mask=action_mask,
         behaviour_logprobs=behaviour,
-        logprob_scale=scale,
+        token_weights=weights,
+        temperatures=torch.tensor([s.temperature if s.temperature > 0 else 1.0 for s in samples]),  # greedy: 1
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         returns=torch.tensor([s.return_ or 0.0 for s in samples], dtype=torch.float32),
         old_values=torch.tensor([s.value or 0.0 for s in samples], dtype=torch.float32),
@@ -169,23 +180,24 @@ def shard_for_ranks(samples: Sequence[Sample], n_ranks: int) -> list[list[int]]:
 class Decoder(Protocol):
     """The part of a HF tokenizer that `pre_action_token_count` uses."""
 
-    def decode(self, token_ids: list[int]) -> str: ...
+    def decode(self, token_ids: list[int]) -> str:
+        """The text of `token_ids`."""
+        ...
 
 
 def pre_action_token_count(tokenizer: Decoder, output_ids: Sequence[int], action_keys: Sequence[str]) -> int:
-    """Number of leading output tokens that lie wholly before the first action key in the reply.
+    """Number of leading output tokens that lie wholly before the LAST action key in the reply.
 
-    The reply's text is `decode(output_ids)`; the key's character offset is found there, and a
-    binary search over decoded prefixes (whose lengths grow with the prefix) finds the last token
-    boundary at or before it, so no token is re-encoded. Returns 0 when no key occurs (then
-    nothing is down-weighted).
+    The paper's rule (thought_prob_coef): everything before the reply's last occurrence of any of
+    `action_keys` is thought. The reply's text is `decode(output_ids)`; the key's character offset
+    is found there, and a binary search over decoded prefixes (whose lengths grow with the prefix)
+    finds the last token boundary at or before it, so no token is re-encoded. Returns 0 when no key
+    occurs (then nothing is down-weighted).
     """
     text = tokenizer.decode(list(output_ids))
-    offsets = [text.find(key) for key in action_keys]
-    found = [offset for offset in offsets if offset >= 0]
-    if not found:
+    key_start = max((text.rfind(key) for key in action_keys), default=-1)
+    if key_start < 0:
         return 0
-    key_start = min(found)
     low, high = 0, len(output_ids)  # invariant: prefix of `low` tokens ends at or before key_start
     while low < high:
         mid = (low + high + 1) // 2

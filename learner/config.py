@@ -1,23 +1,32 @@
 """`LearnerConfig`: every knob of the ZeRO-3 learner, typed and validated on construction.
 
-One doc line per field, grouped by concern (model, algorithm, optimisation, batching, losses,
-checkpoints). The cluster's config tree composes this model as `learner`, so a YAML file or a
-dotted override (`learner.lr=1e-6`) sets any field. Nothing here imports torch or DeepSpeed.
+One doc line per field, grouped by concern (preset, model, algorithm, optimisation, batching,
+losses, checkpoints). The cluster's config tree composes this model as `learner`, so a YAML file or
+a dotted override (`learner.lr=1e-6`) sets any field. `preset="paper_ppo"` fills every field the
+user did not set from `learner.recipes` (the paper's PPO); a field set explicitly always wins.
+Nothing here imports torch or DeepSpeed.
 
     .venv/bin/python -m learner.config        # prints the defaults as JSON
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from learner.recipes import with_preset
 
 
 class LearnerConfig(BaseModel):
     """Typed learner settings; see each field's description. Unknown keys are rejected."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    # --- preset ------------------------------------------------------------------------------
+    preset: Literal["none", "paper_ppo"] = Field(
+        "none", description="Named settings (learner.recipes) for every field not set explicitly; none = defaults."
+    )
 
     # --- model -------------------------------------------------------------------------------
     model: str = Field(
@@ -45,6 +54,10 @@ class LearnerConfig(BaseModel):
     )
     ppo_epochs: int = Field(1, ge=1, description="Passes over each rl_step batch.")
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per pass of an rl_step batch.")
+    whiten_advantages: bool = Field(
+        False,
+        description="Whiten each rl_step batch's advantages over all ranks: (A - mean) / (std + 1e-5) (paper's PPO).",
+    )
 
     # --- optimisation ------------------------------------------------------------------------
     lr: float = Field(1e-6, gt=0, description="Peak learning rate of AdamW.")
@@ -56,11 +69,19 @@ class LearnerConfig(BaseModel):
         description="torch's AdamW (no build step) or DeepSpeed's (Fused/CPU Adam, compiled on first use).",
     )
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
-        "constant", description="Learning-rate decay after warm-up (to 0 at total_steps)."
+        "constant", description="Learning-rate decay after warm-up (to lr_min at total_steps)."
     )
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up length in optimizer steps.")
+    lr_min: float = Field(0.0, ge=0, description="Learning rate the linear and cosine schedules end at.")
+    schedule_unit: Literal["optimizer_step", "update"] = Field(
+        "optimizer_step",
+        description="What advances the LR schedule: each optimizer step, or each update (one sft_step / "
+        "rl_step call, however many optimizer steps it takes; the paper's cosine is stepped per update).",
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up length, in schedule_unit steps.")
     total_steps: int | None = Field(
-        None, ge=1, description="Optimizer steps of the run; needed by the linear and cosine schedules."
+        None,
+        ge=1,
+        description="Schedule length in schedule_unit steps (the cosine's T_max); needed by linear and cosine.",
     )
     grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
 
@@ -92,23 +113,34 @@ class LearnerConfig(BaseModel):
         description="Truncation of the importance weight learner/behaviour log-probs (TIS); None disables it.",
     )
     pre_action_weight: float = Field(
-        1.0, ge=0, le=1, description="Scale on the log-probs of tokens before the action key; the paper uses 0.5."
+        1.0,
+        ge=0,
+        le=1,
+        description="Weight of the policy-gradient term of reply tokens before the last action key; paper: 0.5.",
     )
     action_keys: list[str] = Field(
         ['"formula"', '"action"'],
-        description="Strings that start the answer in a reply; the first found ends the pre-action span.",
+        description="Strings that start the answer in a reply; the last occurrence of any ends the pre-action span.",
     )
 
     # --- checkpoints -------------------------------------------------------------------------
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest pruned).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill the fields the user did not set from the named preset (explicit values win)."""
+        return with_preset(data) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _check(self) -> LearnerConfig:
         if self.lr_schedule != "constant" and self.total_steps is None:
             raise ValueError(
-                f"lr_schedule={self.lr_schedule!r} decays to 0 at total_steps: set "
+                f"lr_schedule={self.lr_schedule!r} decays to lr_min at total_steps: set "
                 f"total_steps, or use lr_schedule='constant'"
             )
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min={self.lr_min} exceeds lr={self.lr}: the schedule decays to lr_min, lower it")
         if self.total_steps is not None and self.warmup_steps > self.total_steps:
             raise ValueError(
                 f"warmup_steps={self.warmup_steps} exceeds total_steps={self.total_steps}: lower warmup_steps"

@@ -12,8 +12,14 @@ One step (`sft_step` / `rl_step` mini-batch): sort and cut micro-batches (`learn
 with the other ranks on global counts and on the number of micro-batches (ZeRO-3 gathers are
 collective, so every rank runs as many forward/backward passes; a rank with fewer re-runs one of
 its samples at weight 0), forward -> loss (`learner.losses`, normalised by global counts) ->
-backward per micro-batch, one `engine.step()` (clip, AdamW, LR schedule). bf16 on CUDA, fp32 on
-CPU. Dropout stays off (eval mode) so the learner's log-probs match the server's.
+backward per micro-batch, one `engine.step()` (clip, AdamW), then the LR schedule (`learner.optim`)
+per optimizer step or per update. bf16 on CUDA, fp32 on CPU. Dropout stays off (eval mode) and the
+logits are divided by each sample's behaviour temperature, so the learner's log-probs are the
+server's (`rl/logprob_diff_*` in rl_step's metrics measure it).
+
+Phases: an engine starts in "sft"; `begin_rl()` starts "rl" with a fresh optimizer, the LR schedule
+from its step 0 and (KL on) the current policy as the frozen reference, as the paper starts RL from
+the SFT checkpoint. The phase and the reference are saved in checkpoints (`learner.checkpoint`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -34,10 +41,20 @@ from learner.config import LearnerConfig
 from learner.distributed import device_for_rank
 from learner.losses import GlobalCounts, PolicyOutputs, rl_objective, sft_loss, token_entropy, token_logprobs
 from learner.models import LoadedPolicy, load_policy
-from learner.value_head import PolicyWithValue, ValueHead
+from learner.optim import deepspeed_config, new_schedule, reset_optimizer_state
+from learner.partitions import load_partitions, local_partitions
+from learner.rl_stats import (
+    batch_explained_variance,
+    gradient_probes,
+    logprob_agreement,
+    right_align,
+    summarise_updates,
+    whiten_advantages,
+)
+from learner.value_head import HeadInputs, PolicyWithValue, ValueHead
 
 Metrics = dict[str, torch.Tensor]
-BUCKET_ELEMENTS = 50_000_000
+Phase = Literal["sft", "rl"]
 
 
 def training_dtype(config: LearnerConfig) -> torch.dtype:
@@ -45,57 +62,6 @@ def training_dtype(config: LearnerConfig) -> torch.dtype:
     if config.dtype == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.dtype]
-
-
-def deepspeed_config(config: LearnerConfig, *, dtype: torch.dtype) -> dict:
-    """The DeepSpeed JSON config: ZeRO stage 3, our clipping, bf16 when asked; no DS batching.
-
-    gradient_accumulation_steps is 1 because the engine accumulates itself (a variable number of
-    micro-batches per step, boundary set by hand); train_micro_batch_size_per_gpu is unused.
-    """
-    ds = {
-        "train_micro_batch_size_per_gpu": 1,
-        "gradient_accumulation_steps": 1,
-        "gradient_clipping": config.grad_clip,
-        # 5e7-element buckets (DeepSpeed's default reduce bucket is 5e8: 2 GB in fp32 on a CPU rank)
-        "zero_optimization": {
-            "stage": 3,
-            "overlap_comm": torch.cuda.is_available(),
-            "reduce_bucket_size": BUCKET_ELEMENTS,
-            "stage3_prefetch_bucket_size": BUCKET_ELEMENTS,
-        },
-        "bf16": {"enabled": dtype == torch.bfloat16},
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 2**31 - 1,
-    }
-    if config.optimizer == "deepspeed_adamw":
-        ds["optimizer"] = {
-            "type": "AdamW",
-            "params": {
-                "lr": config.lr,
-                "betas": list(config.adam_betas),
-                "eps": config.adam_eps,
-                "weight_decay": config.weight_decay,
-            },
-        }
-    return ds
-
-
-def lr_multiplier(config: LearnerConfig) -> Callable[[int], float]:
-    """Step -> factor on `lr`: linear warm-up, then constant, linear or cosine decay to 0."""
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if config.lr_schedule == "constant":
-            return 1.0
-        span = max(1, config.total_steps - config.warmup_steps)
-        progress = min(1.0, (step - config.warmup_steps) / span)
-        if config.lr_schedule == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
 
 
 @dataclass
@@ -120,14 +86,16 @@ class Forward:
     logprobs: torch.Tensor  # (B, L)
     entropy: torch.Tensor | None  # (B, L)
     values: torch.Tensor | None  # (B,)
+    heads: HeadInputs | None  # the last hidden state as each head read it, when values were computed
 
 
 class LearnerEngine:
     """One ZeRO-3 rank: policy (+ value head for PPO), AdamW, and optionally a frozen reference.
 
     `policy` (default: `load_policy(config.model)`) is consumed: its model's parameters become
-    ZeRO-3 shards of this engine. Attributes `step` (optimizer steps) and `policy_version` (one
-    per sft_step / rl_step call) are restored by `learner.checkpoint.load_checkpoint`.
+    ZeRO-3 shards of this engine. `step` (optimizer steps, all phases), `phase`, `schedule` (the LR
+    schedule's state) and the reference's weights are restored by `learner.checkpoint.load_checkpoint`.
+    The policy version belongs to the trainer (cluster/trainer.py), not to the engine.
     """
 
     def __init__(self, config: LearnerConfig, *, policy: LoadedPolicy | None = None) -> None:
@@ -155,7 +123,8 @@ class LearnerEngine:
             reference = load_policy(config.model).model.requires_grad_(False)
             self.reference = self._initialize(PolicyWithValue(reference, None), train=False)
         self.step = 0
-        self.policy_version = 0
+        self.phase: Phase = "sft"
+        self.schedule = new_schedule(self.engine.basic_optimizer, config)
 
     def _initialize(self, module: PolicyWithValue, *, train: bool):
         import deepspeed  # heavy, and DS_ACCELERATOR must be set first (init_distributed)
@@ -176,15 +145,37 @@ class LearnerEngine:
                 eps=self.config.adam_eps,
                 weight_decay=self.config.weight_decay,
             )
-        schedule = lr_multiplier(self.config)
         engine, *_ = deepspeed.initialize(
             model=module,
             optimizer=optimizer,
             config=ds_config,
             model_parameters=[p for p in module.parameters() if p.requires_grad],
-            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
         )
         return engine
+
+    def _advance_schedule(self, unit: Literal["optimizer_step", "update"]) -> None:
+        """One LR-schedule step if `unit` is what the schedule counts (config.schedule_unit)."""
+        if self.config.schedule_unit == unit:
+            self.schedule.step()
+
+    # --- phases ----------------------------------------------------------------------------
+    def begin_rl(self) -> bool:
+        """Start the RL phase: fresh optimizer, LR schedule from step 0, (KL on) reference = policy.
+
+        The paper starts RL from the SFT checkpoint with a fresh optimizer; with KL on, the frozen
+        reference becomes the current (post-SFT) policy. Returns True when it did so, False
+        (changing nothing) when already in the RL phase, e.g. after loading a checkpoint saved past
+        the boundary, which restored the phase and the reference. Every rank calls it; it needs no
+        communication (ZeRO-3 partitions are copied rank-locally).
+        """
+        if self.phase == "rl":
+            return False
+        reset_optimizer_state(self.engine.basic_optimizer)
+        self.schedule = new_schedule(self.engine.basic_optimizer, self.config)
+        if self.reference is not None:
+            load_partitions(self.reference.module.policy, local_partitions(self.engine.module.policy))
+        self.phase = "rl"
+        return True
 
     # --- batches ---------------------------------------------------------------------------
     def _plan(self, samples: list[Sample]) -> StepPlan:
@@ -232,8 +223,14 @@ class LearnerEngine:
             pixel_values=pixels,
             last_prompt_index=batch.last_prompt_index if values else None,
         )
-        logits = out.logits[:, :-1]  # (B, L, V): position j predicts action token j
-        return Forward(token_logprobs(logits, batch.action_ids), token_entropy(logits) if entropy else None, out.values)
+        # position j predicts action token j, scored at the temperature it was sampled at (as the server does)
+        logits = out.logits[:, :-1].float() / batch.temperatures[:, None, None]  # (B, L, V)
+        return Forward(
+            token_logprobs(logits, batch.action_ids),
+            token_entropy(logits) if entropy else None,
+            out.values,
+            out.heads,
+        )
 
     # --- steps -----------------------------------------------------------------------------
     def _train(self, samples: list[Sample], loss_fn: Callable[..., tuple[torch.Tensor, Metrics]]) -> dict[str, float]:
@@ -251,10 +248,11 @@ class LearnerEngine:
                 totals[name] = totals.get(name, 0.0) + value.detach().float() * weight
         self.engine.step()
         self.step += 1
+        self._advance_schedule("optimizer_step")
         names = sorted(totals)
         stacked = torch.stack([totals[n] for n in names]).to(self.device)
         dist.all_reduce(stacked)  # SUM of per-rank shares = the whole batch's values
-        result = dict(zip(names, stacked.tolist()))
+        result = dict(zip(names, stacked.tolist(), strict=True))
         elapsed = time.perf_counter() - start
         result.update(
             {
@@ -287,7 +285,7 @@ class LearnerEngine:
             return loss, {"loss/sft": loss}
 
         metrics = self._train(samples, loss_fn)
-        self.policy_version += 1
+        self._advance_schedule("update")
         return metrics
 
     def rl_step(self, samples: list[Sample]) -> dict[str, float]:
@@ -295,8 +293,33 @@ class LearnerEngine:
 
         pi_old is the learner before this call: with one update it is the current forward
         (detached); with several, a no-grad pass first records it (and the reference's log-probs
-        when KL is on). Returns the metrics of the updates (`summarise_updates`).
+        when KL is on). Advantages are whitened over the whole batch first when
+        `whiten_advantages`. Returns the metrics of the updates (`summarise_updates`), plus the
+        batch's `rl/logprob_diff_*` (pi_old against the behaviour log-probs) and, for PPO,
+        `rl/explained_variance`.
         """
+        cfg = self.config
+        self._check_rl_samples(samples)
+        if cfg.whiten_advantages:
+            samples = whiten_advantages(samples, device=self.device)
+        single_update = cfg.ppo_epochs * cfg.mini_batches == 1
+        old = None if single_update else self._logprob_pass(self.engine, samples)
+        pre_update = old if old is not None else [None] * len(samples)  # filled by the only update's forward
+        ref = self._logprob_pass(self.reference, samples) if self.reference is not None else None
+        history: list[dict[str, float]] = []
+        for _ in range(cfg.ppo_epochs):
+            for part in range(cfg.mini_batches):
+                indices = list(range(part, len(samples), cfg.mini_batches))
+                loss_fn = self._rl_loss_fn(indices, old, ref, record=pre_update if single_update else None)
+                history.append(self._rl_update([samples[i] for i in indices], loss_fn))
+        metrics = summarise_updates(history)
+        metrics.update(logprob_agreement(samples, pre_update, device=self.device))
+        if cfg.needs_value_head:
+            metrics["rl/explained_variance"] = batch_explained_variance(samples, device=self.device)
+        self._advance_schedule("update")
+        return metrics
+
+    def _check_rl_samples(self, samples: list[Sample]) -> None:
         cfg = self.config
         if cfg.is_cap is not None and any(s.logprobs is None for s in samples):
             raise ValueError(
@@ -313,25 +336,34 @@ class LearnerEngine:
                 f"rank {self.rank} got {len(samples)} samples for mini_batches="
                 f"{cfg.mini_batches}: send more samples or lower mini_batches"
             )
-        single_update = cfg.ppo_epochs * cfg.mini_batches == 1
-        old = None if single_update else self._logprob_pass(self.engine, samples)
-        ref = self._logprob_pass(self.reference, samples) if self.reference is not None else None
-        history: list[dict[str, float]] = []
-        for _ in range(cfg.ppo_epochs):
-            for part in range(cfg.mini_batches):
-                indices = list(range(part, len(samples), cfg.mini_batches))
-                history.append(self._train([samples[i] for i in indices], self._rl_loss_fn(indices, old, ref)))
-        self.policy_version += 1
-        return summarise_updates(history)
 
-    def _rl_loss_fn(self, indices: list[int], old: list[torch.Tensor] | None, ref: list[torch.Tensor] | None):
+    def _rl_update(self, samples: list[Sample], loss_fn) -> dict[str, float]:
+        """One optimizer step; the summed squared gradient norms become norms once summed over ranks."""
+        metrics = self._train(samples, loss_fn)
+        for term in ("policy", "value"):
+            if f"rl/grad_sq_{term}" in metrics:
+                metrics[f"rl/grad_norm_{term}"] = math.sqrt(metrics.pop(f"rl/grad_sq_{term}"))
+        return metrics
+
+    def _rl_loss_fn(
+        self,
+        indices: list[int],
+        old: list[torch.Tensor] | None,
+        ref: list[torch.Tensor] | None,
+        *,
+        record: list[torch.Tensor | None] | None,
+    ):
+        """The loss of a micro-batch of `indices`; `record` (one update only) receives its pi_old."""
+        cfg = self.config
+
         def loss_fn(rows, chunk, counts):
             batch, pixels = self._batch(chunk)
-            fwd = self._forward(
-                self.engine, batch, pixels, values=self.config.needs_value_head, entropy=self.config.entropy_coef > 0
-            )
+            fwd = self._forward(self.engine, batch, pixels, values=cfg.needs_value_head, entropy=cfg.entropy_coef > 0)
             width = batch.action_ids.shape[1]
             picked = [indices[r] for r in rows]
+            if record is not None:
+                for r, (i, sample) in enumerate(zip(picked, chunk, strict=True)):
+                    record[i] = fwd.logprobs[r, width - len(sample.output_ids) :].detach().float().cpu()  # device sync
             out = PolicyOutputs(
                 logprobs=fwd.logprobs,
                 entropy=fwd.entropy,
@@ -343,7 +375,7 @@ class LearnerEngine:
                 ),
                 ref_logprobs=(None if ref is None else right_align([ref[i] for i in picked], width).to(self.device)),
             )
-            terms = rl_objective(out, batch, counts, config=self.config)
+            terms = rl_objective(out, batch, counts, config=cfg)
             metrics = {
                 "loss/policy": terms.policy,
                 "loss/value": terms.value,
@@ -352,7 +384,11 @@ class LearnerEngine:
                 "loss/total": terms.total,
                 "rl/clip_fraction": terms.clip_fraction,
                 "rl/is_weight_mean": terms.is_weight,
+                "rl/approx_kl": terms.approx_kl,
             }
+            if fwd.heads is not None:  # PPO: filled by the backward (_train scales the loss by world_size)
+                probes = gradient_probes(fwd.heads, loss_scale=self.world_size)
+                metrics["rl/grad_sq_policy"], metrics["rl/grad_sq_value"] = probes
             return terms.total, metrics
 
         return loss_fn
@@ -405,21 +441,3 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     for layer in model.modules():
         if isinstance(layer, GradientCheckpointingLayer):
             layer.training = True
-
-
-def right_align(rows: list[torch.Tensor], width: int) -> torch.Tensor:
-    """(B, width) with each 1-D row placed at the right end, zeros on the left."""
-    out = torch.zeros((len(rows), width))
-    for r, row in enumerate(rows):
-        out[r, width - row.shape[0] :] = row
-    return out
-
-
-def summarise_updates(history: list[dict[str, float]]) -> dict[str, float]:
-    """One record for several optimizer updates: the step and learning rate after the last one,
-    the peak memory over all of them, every other metric averaged.
-    """
-    summary = {name: sum(h[name] for h in history) / len(history) for name in history[0]}
-    summary.update({name: history[-1][name] for name in ("learner/step", "optim/lr") if name in summary})
-    summary.update({name: max(h[name] for h in history) for name in summary if name.startswith("mem/")})
-    return summary

@@ -9,8 +9,9 @@ ONE list of samples; the group shards it across ranks (`learner.batch.shard_for_
     import ray; ray.init(num_cpus=2)
     group = LearnerGroup(2, LearnerConfig(model="tiny", algo="sft"), resources_per_rank={"CPU": 1})
     metrics = group.sft_step(samples)          # {"loss/sft": ..., "perf/tokens_per_s": ...}
+    group.begin_rl()                           # fresh optimizer and LR schedule for the RL phase
     ref = group.export_weights()               # ObjectRef of rank 0's CPU state dict (HF names)
-    group.save("runs/ckpt", data_cursor=128); group.load("runs/ckpt"); group.shutdown()
+    group.save("runs/ckpt"); group.load("runs/ckpt"); group.shutdown()
 """
 
 from __future__ import annotations
@@ -47,13 +48,20 @@ class LearnerRank:
         self.engine = LearnerEngine(self.config)
 
     def sft_step(self, samples: list[Sample]) -> dict[str, float]:
+        """`LearnerEngine.sft_step` on this rank's shard."""
         return self.engine.sft_step(samples)
 
     def rl_step(self, samples: list[Sample]) -> dict[str, float]:
+        """`LearnerEngine.rl_step` on this rank's shard."""
         return self.engine.rl_step(samples)
 
     def values(self, samples: list[Sample]) -> list[float]:
+        """`LearnerEngine.values` of this rank's shard."""
         return self.engine.values(samples)
+
+    def begin_rl(self) -> bool:
+        """`LearnerEngine.begin_rl` (False when this rank is already in the RL phase)."""
+        return self.engine.begin_rl()
 
     def export_weights(self) -> dict[str, torch.Tensor] | None:
         """Rank 0: the policy's full CPU state dict (HF names); other ranks: None."""
@@ -75,10 +83,12 @@ class LearnerRank:
         )
         return out_dir
 
-    def save(self, root: str, data_cursor: int) -> str:
-        return save_checkpoint(self.engine, root, data_cursor=data_cursor)
+    def save(self, root: str) -> str:
+        """`learner.checkpoint.save_checkpoint` of this rank; returns the tag directory."""
+        return save_checkpoint(self.engine, root)
 
     def load(self, root: str) -> ClientState:
+        """`learner.checkpoint.load_checkpoint` of this rank."""
         return load_checkpoint(self.engine, root)
 
 
@@ -148,8 +158,11 @@ class LearnerGroup:
         import ray
 
         shards = shard_for_ranks(samples, self.n_ranks)
-        refs = [getattr(actor, method).remote([samples[i] for i in shard]) for actor, shard in zip(self.actors, shards)]
-        return list(zip(shards, ray.get(refs)))
+        refs = [
+            getattr(actor, method).remote([samples[i] for i in shard])
+            for actor, shard in zip(self.actors, shards, strict=True)
+        ]
+        return list(zip(shards, ray.get(refs), strict=True))
 
     def sft_step(self, samples: list[Sample]) -> dict[str, float]:
         """One SFT optimizer step on `samples`; metrics are the whole batch's (rank 0 reports)."""
@@ -163,7 +176,7 @@ class LearnerGroup:
         """Value-head estimates, one per sample, in the order given (algo='ppo')."""
         result = [0.0] * len(samples)
         for shard, shard_values in self._sharded("values", samples):
-            for index, value in zip(shard, shard_values):
+            for index, value in zip(shard, shard_values, strict=True):
                 result[index] = value
         return result
 
@@ -179,15 +192,23 @@ class LearnerGroup:
         """Write a HF model directory (safetensors, config, tokenizer) and return its path."""
         return self._all("export_hf", absolute(out_dir))[0]
 
-    def save(self, root: str | Path, *, data_cursor: int = 0) -> str:
+    def begin_rl(self) -> bool:
+        """Start the RL phase on every rank (fresh optimizer, LR schedule from step 0, KL reference).
+
+        Returns False, changing nothing, when the group is already in it (e.g. resumed from a
+        checkpoint saved after the boundary); see `LearnerEngine.begin_rl`.
+        """
+        return self._all("begin_rl")[0]
+
+    def save(self, root: str | Path) -> str:
         """Checkpoint every rank under `root` (see learner.checkpoint); returns the tag dir.
 
         `root` must be storage every rank's node can write (the same disk on one machine).
         """
-        return self._all("save", absolute(root), data_cursor)[0]
+        return self._all("save", absolute(root))[0]
 
     def load(self, root: str | Path) -> ClientState:
-        """Restore the `latest` checkpoint under `root` on every rank."""
+        """Restore the `latest` checkpoint under `root` on every rank (step and phase, as `ClientState`)."""
         return self._all("load", absolute(root))[0]
 
     def shutdown(self) -> None:

@@ -13,8 +13,17 @@ Shapes: B rows, L output positions (right-aligned, `mask` True on output tokens)
 - PPO clipped surrogate (Schulman et al., 2017) with separate low/high clips (DAPO's clip-higher,
   Yu et al., 2025), times truncated importance weights between the learner's and the behaviour
   policy's log-probs (TIS, Yao et al., 2025: the server's sampler differs from the learner).
-- Log-probs of tokens before the action key are scaled by `pre_action_weight` (the paper's 0.5,
-  following RL4VLM, Zhai et al., 2024) before any ratio is taken.
+- Pre-action weighting (the paper's thought_prob_coef 0.5, after RL4VLM, Zhai et al., 2024): the
+  per-token surrogate terms of the reply's tokens before the last action key are multiplied by
+  `Batch.token_weights`, so their gradient is weighted; ratios, importance weights, the KL and
+  entropy terms and the metrics use the unweighted log-probs.
+- Value loss normalisation: a row's value loss counts like ONE output token's term of that row,
+  and is aggregated with the policy loss's `aggregation`: token_mean -> sum over rows / global
+  tokens, seq_mean_token_mean -> sum over rows of (value loss / the row's tokens) / global rows,
+  seq_mean_token_sum_norm -> sum over rows / (global rows * norm_tokens). The paper sums a reply's
+  token log-probs into one action log-prob, so there one token's policy term and the reply's value
+  term weigh the same; this rule keeps that balance whatever the aggregation (before it, the value
+  term was a mean over rows against a mean over tokens, ~tokens-per-reply times heavier).
 - GRPO / Dr. GRPO share the surrogate; they differ in advantages (`learner.advantages`) and in
   `aggregation` (Dr. GRPO: `seq_mean_token_sum_norm`, a constant length normaliser).
 - KL to the frozen reference: k1 folded into the per-token advantage, or k3 as a loss term.
@@ -123,13 +132,17 @@ def ppo_surrogate(
     return SurrogateTerms(loss, (clipped < unclipped).float())
 
 
-def value_loss(
-    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, *, counts: GlobalCounts, clip: float
-) -> torch.Tensor:
-    """Clipped value loss 0.5 * max((v - R)^2, (v_clip - R)^2), summed / global rows; (B,) in."""
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, *, clip: float) -> torch.Tensor:
+    """(B,) clipped value loss 0.5 * max((v - R)^2, (v_clip - R)^2) per row; (B,) in."""
     clipped = old_values + (values - old_values).clamp(-clip, clip)  # (B,)
-    per_row = 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)  # (B,)
-    return per_row.sum() / counts.n_seqs
+    return 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)  # (B,)
+
+
+def as_one_token(per_row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) with each row's value on its last output position (outputs are right-aligned), 0 elsewhere."""
+    per_token = torch.zeros(mask.shape, dtype=per_row.dtype, device=per_row.device)  # (B, L)
+    per_token[:, -1] = per_row
+    return per_token
 
 
 def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
@@ -159,43 +172,45 @@ class RLTerms(NamedTuple):
 
     total: torch.Tensor
     policy: torch.Tensor
-    value: torch.Tensor
+    value: torch.Tensor  # unweighted (total adds value_coef * value)
     entropy: torch.Tensor
     kl: torch.Tensor
     clip_fraction: torch.Tensor
     is_weight: torch.Tensor
+    approx_kl: torch.Tensor  # k3 of KL(pi_old || pi), token mean
 
 
 def rl_objective(out: PolicyOutputs, batch: Batch, counts: GlobalCounts, *, config: LearnerConfig) -> RLTerms:
     """PPO / GRPO loss of one micro-batch, read top to bottom like the algorithm.
 
-    1. scale log-probs before the action key (paper's 0.5); 2. truncated importance weights of the
-    learner's pi_old against the behaviour log-probs; 3. per-token advantages, minus the k1 KL
-    penalty when on; 4. clipped surrogate; 5. value, entropy and k3 KL terms.
+    1. truncated importance weights of the learner's pi_old against the behaviour log-probs;
+    2. per-token advantages, minus the k1 KL penalty when on; 3. clipped surrogate, its per-token
+    terms weighted by `batch.token_weights` (paper's 0.5 before the action key); 4. value (counted
+    as one token per row, see the module docstring), entropy and k3 KL terms.
     """
     mask = batch.action_mask
-    scale = batch.logprob_scale  # (B, L)
-    logprobs, old_logprobs = out.logprobs * scale, out.old_logprobs * scale  # (B, L)
-    is_weights = truncated_importance_weights(old_logprobs, batch.behaviour_logprobs * scale, config.is_cap)  # (B, L)
+    logprobs, old_logprobs = out.logprobs, out.old_logprobs  # (B, L)
+    is_weights = truncated_importance_weights(old_logprobs, batch.behaviour_logprobs, config.is_cap)  # (B, L)
     advantages = batch.advantages.unsqueeze(1).expand_as(logprobs)  # (B, L)
     zero = logprobs.new_zeros(())
     kl = zero
     if config.kl_mode != "none":
         assert out.ref_logprobs is not None, "kl_mode needs ref_logprobs"
         if config.kl_mode == "k1_reward":
-            penalty = kl_k1(old_logprobs, out.ref_logprobs * scale)  # (B, L), detached
+            penalty = kl_k1(old_logprobs, out.ref_logprobs)  # (B, L), detached
             advantages = advantages - config.kl_coef * penalty
             kl = aggregate(penalty, mask, counts)
         else:
-            kl = aggregate(kl_k3(logprobs, out.ref_logprobs * scale), mask, counts)
+            kl = aggregate(kl_k3(logprobs, out.ref_logprobs), mask, counts)
     surrogate = ppo_surrogate(
         logprobs, old_logprobs, advantages, clip_low=config.clip_low, clip_high=config.clip_high, is_weights=is_weights
     )
     agg = dict(mode=config.loss_aggregation, norm_tokens=config.norm_tokens)
-    policy = aggregate(surrogate.loss, mask, counts, **agg)
+    policy = aggregate(surrogate.loss * batch.token_weights, mask, counts, **agg)
     value = zero
     if out.values is not None:
-        value = value_loss(out.values, batch.old_values, batch.returns, counts=counts, clip=config.value_clip)
+        per_row = value_loss(out.values, batch.old_values, batch.returns, clip=config.value_clip)  # (B,)
+        value = aggregate(as_one_token(per_row, mask), mask, counts, **agg)
     entropy = aggregate(out.entropy, mask, counts) if out.entropy is not None else zero
     total = policy + config.value_coef * value - config.entropy_coef * entropy
     if config.kl_mode == "k3_loss":
@@ -208,4 +223,5 @@ def rl_objective(out: PolicyOutputs, batch: Batch, counts: GlobalCounts, *, conf
         kl=kl,
         clip_fraction=aggregate(surrogate.clipped, mask, counts),
         is_weight=aggregate(is_weights, mask, counts),
+        approx_kl=aggregate(kl_k3(old_logprobs, logprobs.detach()), mask, counts),  # (r - 1) - log r
     )

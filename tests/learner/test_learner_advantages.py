@@ -1,8 +1,12 @@
-"""GAE over turns and group normalisation (GRPO, Dr. GRPO) on hand-computed values."""
+"""GAE over turns, group normalisation (GRPO, Dr. GRPO) and whitening on hand-computed values."""
 
+import math
+
+import numpy as np
 import pytest
 
-from learner.advantages import gae_over_turns, group_normalised_advantages
+from learner.advantages import Moments, gae_over_turns, group_normalised_advantages, whitened
+from learner.rl_stats import explained_variance
 
 
 def test_gae_over_two_turns_with_paper_gamma_and_lambda():
@@ -21,3 +25,22 @@ def test_group_normalised_advantages_grpo_and_dr_grpo():
     rewards, groups = [1.0, 0.0, 1.0, 1.0, 5.0], [0, 0, 1, 1, 2]
     assert group_normalised_advantages(rewards, groups) == pytest.approx([1.0, -1.0, 0.0, 0.0, 0.0], abs=1e-5)
     assert group_normalised_advantages(rewards, groups, scale_by_std=False) == pytest.approx([0.5, -0.5, 0.0, 0.0, 0.0])
+
+
+def test_whitening_uses_the_moments_given_so_shards_share_the_batch_statistics():
+    values = [1.0, 2.0, 3.0, 6.0]
+    whole = Moments.of(values)
+    assert (whole.mean, whole.variance) == pytest.approx((3.0, np.var(values, ddof=1)))
+    expected = (np.asarray(values) - 3.0) / (np.std(values, ddof=1) + 1e-5)
+    assert whitened(values, whole) == pytest.approx(expected.tolist())
+    shards = [values[:1], values[1:]]
+    summed = Moments(*np.sum([Moments.of(shard) for shard in shards], axis=0))  # what the all-reduce gives
+    assert [v for shard in shards for v in whitened(shard, summed)] == pytest.approx(expected.tolist())
+    assert whitened(shards[1], Moments.of(shards[1])) != pytest.approx(expected[1:].tolist())  # per shard differs
+
+
+def test_explained_variance():
+    returns = [1.0, 2.0, 3.0, 4.0]
+    assert explained_variance(Moments.of(returns), Moments.of([0.0] * 4)) == 1.0
+    assert explained_variance(Moments.of(returns), Moments.of([r - 2.5 for r in returns])) == pytest.approx(0.0)
+    assert math.isnan(explained_variance(Moments.of([1.0, 1.0]), Moments.of([0.0, 0.0])))

@@ -1,4 +1,4 @@
-"""Collation from token ids, micro-batching by length, rank sharding, action-key position."""
+"""Collation from token ids, micro-batching by length, rank sharding, action-key position, temperature."""
 
 import pytest
 
@@ -20,16 +20,23 @@ def test_collate_left_pads_and_right_aligns_outputs():
     assert short.action_mask.tolist() == [[False, True], [True, True]]
     assert short.last_prompt_index.tolist() == [2, 1]
     assert batch.behaviour_logprobs.flatten().tolist() == pytest.approx([-0.1, -0.2, 0.0, 0.0])
-    assert batch.logprob_scale.tolist() == [[0.5, 1.0], [1.0, 1.0]]
+    assert batch.token_weights.tolist() == [[0.5, 1.0], [1.0, 1.0]]
     assert batch.advantages.tolist() == [2.0, 0.0]
     assert batch.n_logits == 3
 
 
-def test_sample_validates_lengths():
+def test_sample_validates_lengths_and_temperature():
     with pytest.raises(ValueError, match="one per output id"):
         Sample([1], [2, 3], logprobs=[0.0])
     with pytest.raises(ValueError, match="non-empty"):
         Sample([1], [])
+    with pytest.raises(ValueError, match="temperature=-0.5"):
+        Sample([1], [2], temperature=-0.5)
+
+
+def test_collate_carries_the_behaviour_temperature_and_scores_greedy_at_one():
+    samples = [Sample([1], [2], temperature=0.2), Sample([1], [2], temperature=0.0), Sample([1], [2])]
+    assert collate(samples, pad_id=0).temperatures.tolist() == pytest.approx([0.2, 1.0, 1.0])
 
 
 def test_micro_batches_sort_by_length_under_a_token_budget():
@@ -62,6 +69,20 @@ def test_pre_action_token_count_finds_the_key():
     start = CharDecoder.alphabet.index('"formula"')
     assert pre_action_token_count(CharDecoder(), ids, ['"formula"', '"action"']) == start
     assert pre_action_token_count(CharDecoder(), ids, ['"nothing"']) == 0
+
+
+class RepeatedKeyDecoder(CharDecoder):
+    """A reply naming an action key twice, then the other key last."""
+
+    alphabet = '{"action": "a", "thought": "b", "action": "c", "formula": "d"}'
+
+
+def test_pre_action_token_count_ends_at_the_last_action_key():
+    """The paper's rule: everything before the LAST action key is thought, whichever key it is."""
+    ids = list(range(len(RepeatedKeyDecoder.alphabet)))
+    text = RepeatedKeyDecoder.alphabet
+    assert pre_action_token_count(RepeatedKeyDecoder(), ids, ['"action"']) == text.rindex('"action"')
+    assert pre_action_token_count(RepeatedKeyDecoder(), ids, ['"formula"', '"action"']) == text.index('"formula"')
 
 
 def test_pre_action_token_count_on_a_real_tokenizer():

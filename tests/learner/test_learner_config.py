@@ -1,11 +1,12 @@
-"""LearnerConfig validation and the LR schedule / DeepSpeed config derived from it."""
+"""LearnerConfig validation, the paper_ppo preset, and the LR schedule / DeepSpeed config derived from it."""
 
 import pytest
 import torch
 from pydantic import ValidationError
 
 from learner.config import LearnerConfig
-from learner.engine import deepspeed_config, lr_multiplier
+from learner.optim import deepspeed_config, lr_multiplier
+from learner.recipes import PAPER_PPO
 
 
 def test_defaults_follow_the_paper_and_reject_unknown_keys():
@@ -23,6 +24,8 @@ def test_defaults_follow_the_paper_and_reject_unknown_keys():
         ({"kl_mode": "k3_loss"}, "kl_coef"),
         ({"clip_low": 1.5}, "clip_low"),
         ({"algo": "dpo"}, "algo"),
+        ({"lr": 1e-6, "lr_min": 1e-5}, "lower it"),
+        ({"preset": "paper_grpo"}, "preset"),
     ],
 )
 def test_invalid_settings_name_the_field_and_the_fix(fields, message):
@@ -37,6 +40,30 @@ def test_lr_schedules():
     assert [linear(s) for s in (1, 2, 7, 12)] == pytest.approx([1.0, 1.0, 0.5, 0.0])
     cosine = lr_multiplier(LearnerConfig(lr_schedule="cosine", total_steps=10))
     assert [cosine(s) for s in (0, 5, 10)] == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_schedules_decay_to_lr_min():
+    """The paper's cosine: 1e-6 -> 1e-9 over T_max = 100 updates (factor 1e-3 at the end)."""
+    cosine = lr_multiplier(LearnerConfig(lr=1e-6, lr_min=1e-9, lr_schedule="cosine", total_steps=100))
+    assert [cosine(s) for s in (0, 50, 100, 150)] == pytest.approx([1.0, 0.5 + 0.5e-3, 1e-3, 1e-3])
+    linear = lr_multiplier(LearnerConfig(lr=1e-3, lr_min=1e-4, lr_schedule="linear", total_steps=10))
+    assert [linear(s) for s in (0, 5, 10)] == pytest.approx([1.0, 0.55, 0.1])
+
+
+def test_paper_ppo_preset_fills_the_unset_fields_and_never_overrides_a_set_one():
+    paper = LearnerConfig(preset="paper_ppo")
+    assert {name: getattr(paper, name) for name in PAPER_PPO} == PAPER_PPO
+    assert (paper.algo, paper.ppo_epochs * paper.mini_batches, paper.schedule_unit) == ("ppo", 8, "update")
+    assert (paper.clip_low, paper.clip_high, paper.value_clip, paper.grad_clip) == (0.1, 0.1, 0.1, 0.01)
+    assert paper.whiten_advantages and paper.pre_action_weight == 0.5 and paper.entropy_coef == 0
+    assert (paper.lr, paper.lr_min, paper.total_steps, paper.adam_eps) == (1e-6, 1e-9, 100, 1e-7)
+    mine = LearnerConfig(preset="paper_ppo", lr=3e-6, ppo_epochs=1, whiten_advantages=False, model="smollm2-135m")
+    assert (mine.lr, mine.ppo_epochs, mine.whiten_advantages, mine.model) == (3e-6, 1, False, "smollm2-135m")
+    assert (mine.mini_batches, mine.clip_low, mine.lr_min) == (2, 0.1, 1e-9)  # the rest still from the preset
+    with pytest.raises(ValidationError, match="set total_steps"):  # an explicit None is kept, and rejected
+        LearnerConfig(preset="paper_ppo", total_steps=None)
+    assert LearnerConfig().model_dump() == LearnerConfig(preset="none").model_dump()
+    assert LearnerConfig(**paper.model_dump()) == paper  # a dumped config reloads unchanged
 
 
 def test_deepspeed_config_is_zero3_with_our_clip_and_dtype():

@@ -1,5 +1,8 @@
-"""LearnerGroup through Ray: 2 ZeRO-3 ranks on CPU (gloo) follow the 1-rank loss trajectory,
-export the same weights as an ObjectRef, and resume from a checkpoint after the actors are killed.
+"""LearnerGroup through Ray: 2 ZeRO-3 ranks on CPU (gloo) behave like 1.
+
+They follow the 1-rank loss trajectory, export the same weights as an ObjectRef, and resume from a
+checkpoint after the actors are killed; a PPO rl_step's batch statistics (whitened advantages,
+explained variance, log-prob agreement, gradient norms) are the whole batch's on every rank.
 
 Tolerance: the 2-rank run reduces gradients in another order (and its micro-batches differ), so
 losses agree to 1e-4 relative, weights to 1e-4 absolute, over 4 AdamW steps at lr 3e-3.
@@ -48,7 +51,7 @@ def test_two_ranks_follow_one_rank_and_resume_after_kill(ray_cluster, tmp_path):
     two = LearnerGroup(2, CONFIG, resources_per_rank=CPU_RANK)
     double_metrics = [two.sft_step(fixed_batch()) for _ in range(2)]
     double = [m["loss/sft"] for m in double_metrics]
-    checkpoint = two.save(tmp_path / "ckpt", data_cursor=10)
+    checkpoint = two.save(tmp_path / "ckpt")
     double += [two.sft_step(fixed_batch())["loss/sft"] for _ in range(2, 4)]
     weights_ref = two.export_weights()
     assert isinstance(weights_ref, ray.ObjectRef)
@@ -67,6 +70,36 @@ def test_two_ranks_follow_one_rank_and_resume_after_kill(ray_cluster, tmp_path):
 
     resumed = LearnerGroup(2, CONFIG, resources_per_rank=CPU_RANK)
     state = resumed.load(tmp_path / "ckpt")
-    assert (state.step, state.data_cursor) == (2, 10) and checkpoint.endswith("step_00000002")
+    assert (state.step, state.phase) == (2, "sft") and checkpoint.endswith("step_00000002")
     assert resumed.sft_step(fixed_batch())["loss/sft"] == pytest.approx(double[2], rel=1e-6)
     resumed.shutdown()
+
+
+def ppo_batch():
+    """fixed_batch() as PPO samples: unequal lengths, so whitening per rank would change the loss."""
+    samples = fixed_batch()
+    for i, sample in enumerate(samples):
+        sample.advantage, sample.return_, sample.value = float(i), 0.5 * i, 0.1 * i * i
+        sample.logprobs = [-1.0] * len(sample.output_ids)
+    return samples
+
+
+def test_ppo_batch_statistics_are_global_over_ranks(ray_cluster):
+    config = LearnerConfig(**{**CONFIG.model_dump(), "algo": "ppo", "whiten_advantages": True, "is_cap": None})
+    results = []
+    for n_ranks in (1, 2):
+        group = LearnerGroup(n_ranks, config, resources_per_rank=CPU_RANK)
+        assert group.begin_rl() and not group.begin_rl()
+        results.append(group.rl_step(ppo_batch()))
+        group.shutdown()
+    single, double = results
+    for name in (
+        "loss/policy",
+        "loss/value",
+        "rl/explained_variance",
+        "rl/logprob_diff_mean",
+        "rl/logprob_diff_max",
+        "rl/grad_norm_policy",
+        "rl/grad_norm_value",
+    ):
+        assert double[name] == pytest.approx(single[name], rel=1e-4), name

@@ -89,8 +89,27 @@ def test_clipped_value_loss():
     values, old = torch.tensor([1.0, 0.6]), torch.tensor([0.5, 0.5])
     returns = torch.tensor([2.0, 0.6])
     # row 0: clipped value 0.7 -> 0.5 * max(1.0, 1.69); row 1: exact -> 0
-    loss = value_loss(values, old, returns, counts=GlobalCounts(0, 2), clip=0.2)
-    assert loss.item() == pytest.approx(0.845 / 2)
+    assert value_loss(values, old, returns, clip=0.2).tolist() == pytest.approx([0.845, 0.0])
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("token_mean", (0.845 + 0.5) / 4),  # 4 output tokens in the batch
+        ("seq_mean_token_mean", (0.845 / 3 + 0.5 / 1) / 2),  # rows of 3 and 1 tokens
+        ("seq_mean_token_sum_norm", (0.845 + 0.5) / (2 * 8)),
+    ],
+)
+def test_value_loss_counts_like_one_token_of_its_row_in_every_aggregation(mode, expected):
+    """Before issue 11 the value term was sum over rows / global rows whatever the policy's norm."""
+    samples = [Sample([1], [5, 6, 7], logprobs=[0.0] * 3, return_=2.0, value=0.5), Sample([1], [5], return_=0.0)]
+    batch = _batch(samples)
+    zeros = torch.zeros(2, 3)
+    out = PolicyOutputs(logprobs=zeros, old_logprobs=zeros, values=torch.tensor([1.0, 1.0]))
+    config = LearnerConfig(algo="ppo", is_cap=None, value_clip=0.2, loss_aggregation=mode, norm_tokens=8)
+    # row 0: clipped 0.7 -> 0.5 * max(1, 1.69) = 0.845; row 1: old 0 -> clipped 0.2 -> 0.5 * max(1, 0.04) = 0.5
+    terms = rl_objective(out, batch, GlobalCounts(4, 2), config=config)
+    assert terms.value.item() == pytest.approx(expected)
 
 
 def test_kl_estimators():
@@ -111,6 +130,24 @@ def test_pre_action_tokens_get_half_the_gradient():
     out = PolicyOutputs(logprobs=logprobs, old_logprobs=logprobs.detach())
     rl_objective(out, batch, GlobalCounts(2, 1), config=config).total.backward()
     assert logprobs.grad[0].tolist() == pytest.approx([-0.5 / 2, -1.0 / 2])
+
+
+def test_pre_action_weight_scales_the_gradient_not_the_ratio_nor_the_importance_weight():
+    """Thought token (weight 0.5) and action token at ratio 1.1, behaviour 0.8x pi_old, A = 1.
+
+    Ratio 1.1 (not 1.1 ** 0.5) is inside the clip 1.2; the importance weight is exp(log 1.25) = 1.25
+    (not 1.25 ** 0.5); each token's loss -w * 1.25 * 1.1 * A / 2 tokens, its gradient the same.
+    """
+    batch = _batch([Sample([1], [5, 6], logprobs=[math.log(0.8)] * 2, advantage=1.0)], [1], 0.5)
+    logprobs = torch.full((1, 2), math.log(1.1), requires_grad=True)
+    config = LearnerConfig(pre_action_weight=0.5, is_cap=2.0, clip_low=0.2, clip_high=0.2)
+    out = PolicyOutputs(logprobs=logprobs, old_logprobs=torch.zeros(1, 2))
+    terms = rl_objective(out, batch, GlobalCounts(2, 1), config=config)
+    terms.total.backward()
+    assert terms.policy.item() == pytest.approx(-(0.5 + 1.0) * 1.25 * 1.1 / 2)
+    assert logprobs.grad[0].tolist() == pytest.approx([-0.5 * 1.25 * 1.1 / 2, -1.0 * 1.25 * 1.1 / 2])
+    assert terms.is_weight.item() == pytest.approx(1.25) and terms.clip_fraction.item() == 0.0
+    assert terms.approx_kl.item() == pytest.approx(0.1 - math.log(1.1), rel=1e-5)  # k3: (r - 1) - log r per token
 
 
 def test_flipped_advantage_flips_the_gradient():
