@@ -1,0 +1,1 @@
+"""The learner: model loading, losses, advantages, the DeepSpeed ZeRO-3 engine, checkpoints, export."""

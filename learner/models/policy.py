@@ -32,8 +32,10 @@ class LoadedPolicy:
 
     @property
     def pad_token_id(self) -> int:
-        """Id to pad batches with: the tokenizer's pad (for built-ins never an id the model should
-        learn to emit), else the first eos id for tokenizers without one (e.g. Llama 3).
+        """Id to pad batches with.
+
+        The tokenizer's pad (for built-ins never an id the model should learn to emit), else the
+        first eos id for tokenizers without one (e.g. Llama 3).
         """
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else self.eos_token_ids[0]
