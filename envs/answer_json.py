@@ -1,4 +1,4 @@
-"""Lenient extraction of a JSON answer object from a policy's raw text.
+r"""Lenient extraction of a JSON answer object from a policy's raw text.
 
 Policies wrap their answers in prose, code fences, single quotes or trailing commas. This module
 finds the first ``{...}`` object in the text that parses as a dict, trying strict JSON first and a
@@ -6,7 +6,7 @@ normalised form second (single-quoted strings turned into JSON strings, trailing
 Python's ``True``/``False``/``None`` mapped to JSON). It never evaluates anything and never raises
 on a ``str``. Both GeneralPoints and V-IRL read answers through it.
 
-    >>> extract_answer("Sure! ```json\\n{'formula': '1+2',}\\n```")
+    >>> extract_answer("Sure! ```json\n{'formula': '1+2',}\n```")
     {'formula': '1+2'}
 """
 

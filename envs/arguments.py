@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from envs.splits import SPLITS
+
 
 def check_common_arguments(
-    variant, modality, *, variants: Collection[str], max_attempts, default_attempts: int, render_mode
+    variant, modality, *, variants: Collection[str], split, max_attempts, default_attempts: int, render_mode
 ) -> None:
     """Validate the arguments every sftrl env takes; raise ValueError on the first bad one.
 
     `variants` lists the env's variant names; `default_attempts` is the example shown in the
-    error for `max_attempts`.
+    error for `max_attempts`. `split` is the held-out split, "train", "eval" or "all"
+    (`envs.splits`).
     """
     if variant not in variants:
         raise ValueError(f"variant={variant!r} is unknown; use one of {sorted(variants)}")
@@ -23,6 +26,11 @@ def check_common_arguments(
         raise ValueError(f"modality={modality!r} is unknown; use 'text' or 'image'")
     if variant == "visual_ood" and modality != "image":
         raise ValueError("variant='visual_ood' changes only the pictures; use it with modality='image'")
+    if split not in SPLITS:
+        raise ValueError(
+            f"split={split!r} is unknown; use 'train' (training tasks only), 'eval' (held-out tasks only) "
+            "or 'all' (no split, the paper's protocol)"
+        )
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ValueError(f"max_attempts={max_attempts!r} must be an int >= 1, e.g. {default_attempts}")
     if render_mode not in (None, "rgb_array"):

@@ -1,7 +1,10 @@
 """SFT data export: oracle demonstrations from any environment that has `oracle_action()`.
 
-Episodes are seeded from `TRAIN_SEEDS` only (evaluation seeds stay held out). Every policy turn
-becomes one chat record in the format Hugging Face `datasets` and TRL's SFT trainer read::
+Episodes are seeded from `TRAIN_SEEDS` only. Seeds alone do not hold evaluation hands and routes
+out (`envs.splits`): the export draws training hands and routes only when the env is built with
+``split="train"``, as the driver builds it (``split="all"`` is the paper's no-split protocol; an
+env built with ``split="eval"`` is refused, its tasks are held out). Every policy turn becomes one
+chat record in the format Hugging Face `datasets` and TRL's SFT trainer read::
 
     {"messages": [...conversation so far, {"role": "assistant", "content": <oracle answer>}],
      "images": ["<jsonl stem>_images/000000.png"]}          # "images" only for image envs
@@ -12,7 +15,7 @@ records every message content is a list of parts (`[{"type": "text", "text": ...
 form, and Arrow-based readers (`datasets.load_dataset("json", ...)`) need one type per field.
 From Python::
 
-    env = gymnasium.make("sftrl/GeneralPoints-v0", variant="id", modality="image")
+    env = gymnasium.make("sftrl/GeneralPoints-v0", variant="id", modality="image", split="train")
     write_sft_records(env, Path("data/gp_vl_sft.jsonl"), n_records=1000, seed=0)
 """
 
@@ -56,10 +59,24 @@ def training_seeds(seed: int, n: int) -> list[int]:
 
 
 def iter_oracle_turns(env: gym.Env, seeds: list[int]) -> Iterator[SftTurn]:
-    """Play one oracle episode per seed and yield each of its turns, in order."""
+    """Play one oracle episode per seed and yield each of its turns, in order.
+
+    The env's `split` decides which hands or routes the episodes draw. TypeError (no oracle) and
+    ValueError (split="eval") are raised at the call, before any episode.
+    """
     oracle = env.unwrapped
     if not hasattr(oracle, "oracle_action"):
         raise TypeError(f"{type(oracle).__name__} has no oracle_action(); SFT export needs an oracle")
+    if getattr(oracle, "split", "all") == "eval":
+        raise ValueError(
+            "the env was built with split='eval', whose hands and routes are held out for evaluation; "
+            "build it with split='train' for SFT data (or split='all' for the paper's no-split protocol)"
+        )
+    return _oracle_turns(env, oracle, seeds)
+
+
+def _oracle_turns(env: gym.Env, oracle: gym.Env, seeds: list[int]) -> Iterator[SftTurn]:
+    """The turns `iter_oracle_turns` yields, played lazily (``oracle`` is ``env.unwrapped``)."""
     for episode, seed in enumerate(seeds):
         obs, _ = env.reset(seed=seed)
         done = False
@@ -77,6 +94,7 @@ def write_sft_records(env: gym.Env, path: Path, *, n_records: int, seed: int = 0
         raise ValueError(f"n_records={n_records} must be >= 1")
     from PIL import Image
 
+    turns = iter_oracle_turns(env, training_seeds(seed, n_records))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image_dir = path.with_name(f"{path.stem}_images")
@@ -86,7 +104,7 @@ def write_sft_records(env: gym.Env, path: Path, *, n_records: int, seed: int = 0
     last_image, last_path = None, ""
     with path.open("w", encoding="utf-8") as out:
         # Each episode has at least one turn, so n_records seeds always suffice.
-        for turn in iter_oracle_turns(env, training_seeds(seed, n_records)):
+        for turn in turns:
             record: dict = {"messages": turn.messages}
             if turn.image is not None:
                 record["messages"] = [_as_parts(message) for message in turn.messages]

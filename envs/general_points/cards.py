@@ -10,6 +10,9 @@ multisets once per (rule, target) and caches it, so dealing a hand is a dictiona
 Solutions are found by splitting the multiset into two parts and looking up, for each value of the
 smaller part, the six values of the other part that reach the target; parts of up to three numbers
 are memoised across hands. Run `python -m envs.general_points.cards` to print table statistics.
+
+`hand_split_key(ranks)` is a hand's key for the held-out split (`envs.splits`): its numbers under
+the in-distribution rule, so all variants split the 1,820 multisets the same way.
 """
 
 from __future__ import annotations
@@ -67,6 +70,17 @@ def normalise_rank(card: object) -> str | None:
     if not isinstance(card, str) or len(card) > 8:
         return None
     return _RANK_ALIASES.get(card.strip().upper())
+
+
+def hand_split_key(ranks: tuple[str, ...] | list[str]) -> str:
+    """The hand's key for the held-out split: its sorted numbers under the in-distribution rule.
+
+    Hands that differ only by swapping J, Q, K and 10 for one another pose the same
+    in-distribution problem (all four count as 10), so they share a key and therefore a split.
+    Every variant uses this key, so a rule-OOD or visual-OOD evaluation hand is never a training
+    multiset either.
+    """
+    return "general_points:" + ",".join(str(value) for value in sorted(hand_values(ranks, FACE_TEN)))
 
 
 @dataclass(frozen=True)
@@ -189,11 +203,14 @@ def multiset_difference(have: list[str], want: list[str]) -> tuple[list[str], li
 if __name__ == "__main__":
     import time
 
+    from envs.splits import split_of
+
     for rule in (FACE_TEN, FACE_ORDINAL):
         start = time.perf_counter()
         table = solution_table(rule, 24)
         n_solutions = sum(len(found) for found in table.by_values.values())
+        n_eval = sum(split_of(hand_split_key(ranks)) == "eval" for ranks in table.solvable_ranks)
         print(
-            f"J,Q,K={rule}: {len(table.solvable_ranks)}/1820 rank multisets solvable, "
+            f"J,Q,K={rule}: {len(table.solvable_ranks)}/1820 rank multisets solvable ({n_eval} in the eval split), "
             f"{n_solutions} solutions, built in {time.perf_counter() - start:.2f} s"
         )

@@ -24,6 +24,7 @@ from envs.general_points.cards import (
     RANKS,
     RED_SUITS,
     SUITS,
+    hand_split_key,
     hand_values,
     normalise_rank,
     solution_table,
@@ -41,6 +42,7 @@ from envs.spaces import (
     chat_observation_space,
     opening_messages,
 )  # fmt: skip
+from envs.splits import Split, in_split, split_of
 
 # variant -> (J/Q/K values, suits of image hands, hand must hold a face card)
 VARIANTS: dict[str, tuple[tuple[int, int, int], tuple[str, ...], bool]] = {
@@ -48,6 +50,7 @@ VARIANTS: dict[str, tuple[tuple[int, int, int], tuple[str, ...], bool]] = {
     "rule_ood": (FACE_ORDINAL, BLACK_SUITS, True),
     "visual_ood": (FACE_TEN, RED_SUITS, False),
 }
+FACE_CARD_RANKS = RANKS[-3:]  # J, Q, K: the rank a rule_ood hand is sure to hold is drawn from these
 
 
 class GeneralPointsEnv(gym.Env):
@@ -75,9 +78,12 @@ class GeneralPointsEnv(gym.Env):
     System and user texts are ASCII (`string.printable`) of at most 2048 characters.
 
     ## Starting State
-    Four ranks drawn uniformly with replacement from A, 2-10, J, Q, K with `self.np_random`,
-    redrawn until solvable (and, for `rule_ood`, until one is a face card); suits drawn uniformly
-    from the variant's suits. `reset(options={"cards": ["3", "3", "8", "8"]})` deals that hand.
+    Four ranks drawn uniformly with replacement from A, 2-10, J, Q, K with `self.np_random`; for
+    `rule_ood` (as in the paper's code) three ranks drawn that way plus one drawn from J, Q, K, in
+    an order shuffled with `self.np_random`. The hand is redrawn until it is solvable under the variant's
+    rule and belongs to the env's `split`. Suits are drawn uniformly from the variant's suits.
+    `reset(options={"cards": ["3", "3", "8", "8"]})` deals that hand (ValueError if it is
+    unsolvable, lacks a face card under `rule_ood`, or lies outside the split).
 
     ## Rewards
     | outcome (first failing check decides) | reward |
@@ -87,6 +93,10 @@ class GeneralPointsEnv(gym.Env):
     | number misuse, per kind (number on no card, used too often, not used) | -2 each |
     | legal formula, wrong value (or division by zero) | -1 |
     | formula equals the target | +5 |
+
+    A wrong value's feedback gives the paper's hint: the longest beginning of the formula that
+    begins a known solution ("... is partially correct but the full formula does not match any
+    solution"), or that no part of it matches one; not the value reached.
 
     ## Episode End
     - Termination: an answer equals the target.
@@ -107,6 +117,12 @@ class GeneralPointsEnv(gym.Env):
     - `variant`: "id" (J, Q, K = 10), "rule_ood" (J, Q, K = 11, 12, 13; a face card in every
       hand), "visual_ood" (image only: red suits instead of black).
     - `modality`: "text" or "image".
+    - `split` ("all"): the held-out split of rank multisets (`envs.splits`, key
+      `cards.hand_split_key`: the hand's numbers under J, Q, K = 10, the same for every variant,
+      about 20% of multisets "eval"). "train" deals training multisets only, "eval" held-out ones
+      only, "all" every multiset (the paper's no-split protocol; the same hands for the same seed
+      as before splits existed). Drivers pass "train" for RL training and SFT export, "eval" for
+      evaluation.
     - `target` (24), `max_attempts` (5, at most 32), `image_size` ((1200, 1200), width x height),
       `rewards` (`RewardTable`), `render_mode` (None or "rgb_array").
 
@@ -121,6 +137,7 @@ class GeneralPointsEnv(gym.Env):
         variant: Variant = "id",
         modality: Modality = "text",
         *,
+        split: Split = "all",
         target: int = 24,
         max_attempts: int = 5,
         image_size: tuple[int, int] = (1200, 1200),
@@ -128,9 +145,10 @@ class GeneralPointsEnv(gym.Env):
         render_mode: str | None = None,
     ):
         _check_arguments(
-            variant, modality, target=target, max_attempts=max_attempts, image_size=image_size, render_mode=render_mode
-        )
-        self.variant, self.modality, self.target = variant, modality, target
+            variant, modality, split=split, target=target, max_attempts=max_attempts, image_size=image_size,
+            render_mode=render_mode,
+        )  # fmt: skip
+        self.variant, self.modality, self.split, self.target = variant, modality, split, target
         self.face_cards, image_suits, self.face_required = VARIANTS[variant]
         self.suits = image_suits if modality == "image" else SUITS
         self.max_attempts = max_attempts
@@ -174,11 +192,24 @@ class GeneralPointsEnv(gym.Env):
         return self._observation(), self._info(success=False, feedback="", breakdown=breakdown, answer={})
 
     def _deal(self) -> tuple[str, ...]:
-        """Draw ranks uniformly with replacement until the hand qualifies (rejection sampling)."""
+        """Draw hands until one is solvable and in the env's split (rejection sampling)."""
         while True:
-            ranks = tuple(RANKS[i] for i in self._uniform_indices(len(RANKS), 4))
-            if (not self.face_required or FACE_RANKS.intersection(ranks)) and self.table.is_solvable(ranks):
+            ranks = self._draw_with_face_card() if self.face_required else self._draw_ranks(4)
+            if self.table.is_solvable(ranks) and in_split(hand_split_key(ranks), self.split):
                 return ranks
+
+    def _draw_ranks(self, count: int) -> tuple[str, ...]:
+        """``count`` ranks drawn uniformly with replacement."""
+        return tuple(RANKS[i] for i in self._uniform_indices(len(RANKS), count))
+
+    def _draw_with_face_card(self) -> tuple[str, ...]:
+        """The paper's rule-OOD draw: three free ranks plus one of J, Q, K, in a shuffled order.
+
+        Rejecting free draws until one holds a face card would deal fewer face cards (issue 11).
+        """
+        face = FACE_CARD_RANKS[int(self.np_random.integers(len(FACE_CARD_RANKS)))]
+        hand = (*self._draw_ranks(3), face)
+        return tuple(hand[i] for i in self.np_random.permutation(len(hand)))
 
     def _uniform_indices(self, n_choices: int, count: int) -> list[int]:
         """``count`` independent uniform draws from range(n_choices), from one integer draw (fast)."""
@@ -196,6 +227,13 @@ class GeneralPointsEnv(gym.Env):
             raise ValueError(f"rule_ood hands hold a face card (J, Q or K); {list(ranks)} has none")
         if not self.table.is_solvable(ranks):
             raise ValueError(f"the hand {list(ranks)} has no solution for {self.target} under J,Q,K={self.face_cards}")
+        key = hand_split_key(ranks)
+        if not in_split(key, self.split):
+            home = split_of(key)
+            raise ValueError(
+                f"the hand {list(ranks)} belongs to the {home!r} split and this env deals split={self.split!r} "
+                f"hands only; build the env with split={home!r} or split='all' to deal it"
+            )
         return ranks
 
     def step(self, action: str):
@@ -252,11 +290,12 @@ class GeneralPointsEnv(gym.Env):
         return render_hand(self._ranks, self._hand_suits, size=self.image_size)
 
 
-def _check_arguments(variant, modality, *, target, max_attempts, image_size, render_mode) -> None:
+def _check_arguments(variant, modality, *, split, target, max_attempts, image_size, render_mode) -> None:
     """Raise ValueError naming the bad constructor argument and the fix."""
     check_common_arguments(
-        variant, modality, variants=VARIANTS, max_attempts=max_attempts, default_attempts=5, render_mode=render_mode
-    )
+        variant, modality, variants=VARIANTS, split=split, max_attempts=max_attempts, default_attempts=5,
+        render_mode=render_mode,
+    )  # fmt: skip
     check_episode_bound(max_attempts, points=1, max_episode_steps=GENERAL_POINTS_MAX_EPISODE_STEPS)
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
         raise ValueError(f"target={target!r} must be a positive int, e.g. 24")

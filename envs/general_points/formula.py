@@ -66,13 +66,18 @@ def _tokenize(text: str, *, max_tokens: int) -> list[str]:
         bad = next(char for char in text if not _ALLOWED.fullmatch(char))
         shown = f"'{bad}'" if bad in _SHOWABLE else "a character that is not allowed"
         raise FormulaError(f"it contains {shown}; use only whole numbers, + - * / and parentheses")
-    tokens = _TOKEN.findall(text)
+    tokens = formula_tokens(text)
     for doubled in ("**", "//"):
         if doubled in tokens:
             raise FormulaError(f"it contains '{doubled}'; use only whole numbers, + - * / and parentheses")
     if len(tokens) > max_tokens:
         raise FormulaError(f"it has more than {max_tokens} tokens")
     return tokens
+
+
+def formula_tokens(text: str) -> list[str]:
+    """The number and operator tokens of ``text``, whitespace dropped (all of a legal formula's text)."""
+    return _TOKEN.findall(text)
 
 
 def _unexpected(token: str | None) -> str:

@@ -1,14 +1,21 @@
 """The GeneralPoints prompt: one function per turn kind, shared by the RL env and the SFT export.
 
 Every text here is ASCII, so observations stay inside `envs.spaces.PROMPT_CHARSET`. GP-L lists
-the cards in the task; GP-VL says they are in the image and lists nothing.
+the cards in the task; GP-VL says they are in the image and lists nothing. The answer format is
+a schema without values (spec "Fidelity"): a worked example would state face-card values, and
+under rule OOD those would contradict the rule the prompt states.
 """
 
 from __future__ import annotations
 
-MAX_PROMPT_CHARS = 2048  # bound of one system or user turn (the task is ~700 characters)
+MAX_PROMPT_CHARS = 2048  # bound of one system or user turn (the task is ~500 characters)
 
-_EXAMPLE = '{"cards": ["A", "5", "K", "10"], "number": [1, 5, 10, 10], "formula": "(10-5)*(1+10)"}'
+#: The answer's format, the task's last line(s): a schema whose slots carry no values.
+ANSWER_FORMAT = (
+    'Answer with one JSON object of the form {"cards": [...], "number": [...], "formula": "..."}: '
+    '"cards" lists the cards you see as written on them, "number" their numbers under the rule above '
+    'in the same order, and "formula" is your formula.'
+)
 
 
 def system_prompt(target: int) -> str:
@@ -32,10 +39,7 @@ def task_prompt(ranks: tuple[str, ...] | None, face_cards: tuple[int, int, int],
         cards = f"You are given four playing cards: {', '.join(ranks)}."
     return (
         f"{cards} {face_rule(face_cards)} Write one formula that uses the number of each card "
-        f"exactly once, with only + - * / and parentheses, and equals {target}.\n"
-        'Answer with one JSON object with the keys "cards" (the cards you see), "number" (their '
-        'numbers) and "formula". Format example (not a solution for your cards):\n'
-        f"{_EXAMPLE}"
+        f"exactly once, with only + - * / and parentheses, and equals {target}.\n{ANSWER_FORMAT}"
     )
 
 

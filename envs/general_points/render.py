@@ -49,7 +49,7 @@ def render_hand(ranks: tuple[str, ...], suits: tuple[str, ...], *, size: tuple[i
     width, height = size
     spots = layout(width, height, len(ranks))
     canvas = _felt(width, height).copy()  # (H, W, 3)
-    for (x, y), rank, suit in zip(spots.corners, ranks, suits):
+    for (x, y), rank, suit in zip(spots.corners, ranks, suits, strict=True):
         canvas[y : y + spots.card_height, x : x + spots.card_width] = card_sprite(
             rank, suit, (spots.card_width, spots.card_height)
         )

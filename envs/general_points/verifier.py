@@ -7,10 +7,15 @@ Checks run in this order; the first failing group decides, except that number er
 2. illegal formula: no answer object or no `formula` string, bad characters or grammar.
 3. number misuse: a number on no card, a card number used too often, a card number not used
    (one penalty for each of these kinds that occurs).
-4. value: equal to the target (success) or not (wrong value, feedback gives the value reached).
+4. value: equal to the target (success) or not (wrong value). The wrong-value feedback is the
+   paper's hint, not the value reached: the longest beginning of the formula (whole tokens,
+   whitespace removed) that is also the beginning of a known solution of the hand ("... is
+   partially correct but the full formula does not match any solution"), or that no part of it
+   matches any solution.
 
-Feedback sentences contain only ASCII text we write (ranks, numbers), never the policy's own
-characters, so they stay inside the observation space's charset.
+Feedback sentences contain only ASCII text we write (ranks, numbers) or quote from our solution
+table (the hint's beginning, which is also a solution's: digits, + - * / and parentheses), never
+the policy's own characters, so they stay inside the observation space's charset.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from envs.answer_json import extract_answer
-from envs.general_points.cards import hand_values, multiset_difference, normalise_rank
-from envs.general_points.formula import FormulaError, parse_formula, shorten_number
+from envs.general_points.cards import hand_values, multiset_difference, normalise_rank, solution_table
+from envs.general_points.formula import FormulaError, formula_tokens, parse_formula, shorten_number
 from envs.spaces import MAX_ANSWER_CHARS
 
 
@@ -96,13 +101,37 @@ def judge(
     if misuse:
         feedback = "your formula " + "; it ".join(misuse) + "."
         return _verdict(rewards, "number_misuse", feedback, answer=answer, times=len(misuse))
-    if parsed.value is None:
-        return _verdict(rewards, "wrong_value", "your formula divides by zero.", answer=answer)
-    shown = _fraction_text(parsed.value)
     if parsed.value == target:
-        return _verdict(rewards, "success", "", answer=answer, value=shown)
-    feedback = f"your formula evaluates to {shown}, not {target}."
-    return _verdict(rewards, "wrong_value", feedback, answer=answer, value=shown)
+        return _verdict(rewards, "success", "", answer=answer, value=_fraction_text(parsed.value))
+    hint = solution_hint(answer["formula"], solution_table(tuple(face_cards), target).solutions(ranks))
+    if parsed.value is None:
+        return _verdict(rewards, "wrong_value", f"your formula divides by zero, and {hint}.", answer=answer)
+    feedback = f"your formula does not equal {target}: {hint}."
+    return _verdict(rewards, "wrong_value", feedback, answer=answer, value=_fraction_text(parsed.value))
+
+
+def solution_hint(formula: str, solutions: tuple[str, ...]) -> str:
+    """The paper's hint for a wrong formula, as a clause: how much of its beginning begins a solution.
+
+    The formula's tokens (whitespace removed) are compared with each solution's; the longest
+    common beginning is quoted, which is safe because it is also text of a solution.
+    """
+    tokens = formula_tokens(formula)
+    matched = max((_common_prefix(tokens, formula_tokens(solution)) for solution in solutions), default=0)
+    if matched == 0:
+        return "no part of it matches any solution"
+    beginning = "".join(tokens[:matched])
+    return f'its beginning "{beginning}" is partially correct but the full formula does not match any solution'
+
+
+def _common_prefix(a: list[str], b: list[str]) -> int:
+    """How many leading items ``a`` and ``b`` share."""
+    count = 0
+    for x, y in zip(a, b, strict=False):  # lengths differ in general; stop at the shorter
+        if x != y:
+            break
+        count += 1
+    return count
 
 
 def _verdict(

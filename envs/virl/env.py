@@ -27,9 +27,10 @@ from envs.spaces import (
     chat_observation_space,
     opening_messages,
 )  # fmt: skip
+from envs.splits import EVAL_PERCENT, Split, in_split
 from envs.virl.city import generate_city
 from envs.virl.instructions import numbered
-from envs.virl.observation import PICTURE_OBSERVATION, history_text
+from envs.virl.observation import history_text, picture_observation
 from envs.virl.oracle import oracle_answer
 from envs.virl.prompt import MAX_PROMPT_CHARS, feedback_prompt, system_prompt, task_prompt
 from envs.virl.render import DEFAULT_VIEW_PX, picture_shape, render_point
@@ -68,15 +69,17 @@ class VirlEnv(gym.Env):
     `Dict(messages=ChatMessages)`, plus `image=Box(0, 255, (H, W, 3), uint8)` for
     `modality="image"` (H, W = `render.picture_shape(view_px)`, 702 x 644 by default). Messages:
     a system turn and the task turn for the current rail point (directions, action space, the
-    observation-action history "O_1: ... A_1: ..."); after a wrong answer, that answer and a
-    "You failed this trial because ..." turn follow. With an image, the first user content is
-    `[{"type": "image"}, {"type": "text", "text": ...}]`. Texts: ASCII, <= 8192 characters.
+    observation-action history "O_1: ... A_1: ..."; with an image the current observation points
+    at the picture, adding "You observe an intersection" at one); after a wrong answer, that
+    answer and a "You failed this trial because ..." turn follow. With an image, the first user
+    content is `[{"type": "image"}, {"type": "text", "text": ...}]`. Texts: ASCII, <= 8192
+    characters.
 
     ## Starting State
     The seed picks the city (the training city for id/rule_ood; one of `ood_cities` other cities,
     each with an OOD style and `routes_per_ood_city` fixed routes, for visual_ood), a route with
-    2-5 turns between two places, the initial heading, and 0-4 intermediate points per leg, all
-    with `self.np_random`.
+    2-5 turns between two places of the env's `split`, the initial heading, and 0-4 intermediate
+    points per leg, all with `self.np_random`.
 
     ## Rewards
     | outcome | reward |
@@ -104,6 +107,14 @@ class VirlEnv(gym.Env):
     - `variant`: "id" (absolute turns, training city), "rule_ood" (relative turns),
       "visual_ood" (image only: other cities and styles).
     - `modality`: "text" or "image".
+    - `split` ("all"): the held-out split of routes (`envs.splits`; a route is its city seed,
+      start place and destination place, `route.route_split_key`; about 20% are "eval"). "train"
+      draws training routes only, "eval" held-out ones only, "all" every route (the paper's
+      no-split protocol; the same episodes for the same seed as before splits existed).
+      visual_ood cities are never trained on: all their routes are "eval", so visual_ood takes
+      "eval" or "all", and split="train" needs `city_seed` below 1,000,000 (the visual_ood city
+      seeds). Real routes (`route_file`) split by their start and destination geocodes. Drivers
+      pass "train" for RL training and SFT export, "eval" for evaluation.
     - `city_seed` (0), `city_size` (8: intersections per side), `ood_cities` (9),
       `routes_per_ood_city` (4), `view_px` (320: size of one view), `max_attempts` (2; times the
       longest route's rail points at most 256, so at most 8 on synthetic routes), `rewards`
@@ -121,6 +132,7 @@ class VirlEnv(gym.Env):
         variant: Variant = "id",
         modality: Modality = "text",
         *,
+        split: Split = "all",
         city_seed: int = 0,
         city_size: int = 8,
         ood_cities: int = 9,
@@ -132,8 +144,13 @@ class VirlEnv(gym.Env):
         pano_dir: str | None = None,
         render_mode: str | None = None,
     ):
-        _check_arguments(variant, modality, max_attempts, view_px, render_mode, ood_cities, routes_per_ood_city)
-        self.variant, self.modality, self.view_px = variant, modality, view_px
+        _check_arguments(
+            variant, modality, split=split, city_seed=city_seed, max_attempts=max_attempts, view_px=view_px,
+            render_mode=render_mode, ood_cities=ood_cities, routes_per_ood_city=routes_per_ood_city,
+        )  # fmt: skip
+        self.variant, self.modality, self.split, self.view_px = variant, modality, split, view_px
+        # visual_ood routes are all evaluation routes, so its "eval" split is all of them.
+        self._route_split: Split = "all" if variant == "visual_ood" else split
         self.city_seed, self.city_size = city_seed, city_size
         self.ood_cities, self.routes_per_ood_city = ood_cities, routes_per_ood_city
         self.max_attempts, self.rewards, self.render_mode = max_attempts, rewards or RewardTable(), render_mode
@@ -144,6 +161,14 @@ class VirlEnv(gym.Env):
             self.real_routes = VirlRoutes.from_virl_files(route_file, pano_dir)
             if modality == "image" and pano_dir is None:
                 raise ValueError("modality='image' with route_file needs pano_dir (the panorama folder)")
+            self._real_indices = [
+                i for i, real in enumerate(self.real_routes.routes) if in_split(real.split_key, self._route_split)
+            ]
+            if not self._real_indices:
+                raise ValueError(
+                    f"{route_file} has no route in split={split!r} ({len(self.real_routes)} routes, about "
+                    f"{EVAL_PERCENT}% of them 'eval'); use split='all' or a file with more routes"
+                )
         points = self.real_routes.max_points if self.real_routes else _MAX_POINTS
         check_episode_bound(max_attempts, points=points, max_episode_steps=VIRL_MAX_EPISODE_STEPS)
         self.action_space = answer_space()
@@ -171,10 +196,11 @@ class VirlEnv(gym.Env):
     def _draw_route(self) -> tuple[Route, Style]:
         rng = self.np_random
         if self.real_routes is not None:
-            return self.real_routes.route(int(rng.integers(len(self.real_routes))), rng), TRAINING_STYLE
+            index = self._real_indices[int(rng.integers(len(self._real_indices)))]
+            return self.real_routes.route(index, rng), TRAINING_STYLE
         if self.variant != "visual_ood":
             city = generate_city(self.city_seed, cols=self.city_size, rows=self.city_size)
-            return synthetic_route(city, rng, rng), TRAINING_STYLE
+            return synthetic_route(city, rng, rng, split=self._route_split), TRAINING_STYLE
         k, r = int(rng.integers(self.ood_cities)), int(rng.integers(self.routes_per_ood_city))
         city = generate_city(OOD_CITY_SEED_BASE + k, cols=self.city_size, rows=self.city_size)
         # The route is fixed per (city, index), as in VLN-mini; the rail still varies per episode.
@@ -185,7 +211,7 @@ class VirlEnv(gym.Env):
         """Fresh conversation (and picture) for the current rail point."""
         point = self._route.points[self._point]
         picture = self.modality == "image"
-        current = PICTURE_OBSERVATION if picture else point.observation_text
+        current = picture_observation(point.view.is_intersection) if picture else point.observation_text
         task = task_prompt(
             numbered(self._route.instructions),
             history_text(self._history, current),
@@ -265,11 +291,21 @@ class VirlEnv(gym.Env):
         return self._image if self._image is not None else self._picture()
 
 
-def _check_arguments(variant, modality, max_attempts, view_px, render_mode, ood_cities, routes_per_ood_city) -> None:
+def _check_arguments(
+    variant, modality, *, split, city_seed, max_attempts, view_px, render_mode, ood_cities, routes_per_ood_city
+) -> None:
     """Raise ValueError naming the bad constructor argument and the fix."""
     check_common_arguments(
-        variant, modality, variants=VARIANTS, max_attempts=max_attempts, default_attempts=2, render_mode=render_mode
-    )
+        variant, modality, variants=VARIANTS, split=split, max_attempts=max_attempts, default_attempts=2,
+        render_mode=render_mode,
+    )  # fmt: skip
+    if split == "train" and variant == "visual_ood":
+        raise ValueError("visual_ood cities are never trained on (all their routes are 'eval'); use split='eval'")
+    if split == "train" and city_seed >= OOD_CITY_SEED_BASE:
+        raise ValueError(
+            f"city_seed={city_seed} is a visual_ood city seed (>= {OOD_CITY_SEED_BASE}), never trained on; "
+            f"use a city_seed below {OOD_CITY_SEED_BASE} with split='train'"
+        )
     if not isinstance(view_px, int) or not 64 <= view_px <= 2048:
         raise ValueError(f"view_px={view_px!r} must be an int in [64, 2048], e.g. 320")
     if ood_cities < 1 or routes_per_ood_city < 1:

@@ -33,7 +33,7 @@ def compass_label(heading: float) -> str:
 
 
 def relative_label(from_heading: float, to_heading: float) -> str:
-    """ "left", "right", "slightly left" or "slightly right" for the wrapped heading change.
+    """Name the wrapped heading change: "left", "right", "slightly left" or "slightly right".
 
     The paper's code did not wrap, so 350 -> 10 came out "left"; here it is "slightly right", and
     10 -> 300 is "left". A change of exactly 0 counts as "slightly right".

@@ -18,9 +18,11 @@ from envs.virl.geometry import relative_label
 
 @dataclass(frozen=True)
 class Leg:
-    """One milestone's directions: turn from `from_heading` to face `to_label` (`to_heading`
-    degrees), then walk to the next milestone, where `landmark` (a sentence such as "Chase Bank
-    is on your right", or None) is seen; the last leg ends at the destination.
+    """One milestone's directions: a turn, then a walk to the next milestone.
+
+    Turn from `from_heading` to face `to_label` (`to_heading` degrees), then walk to the next
+    milestone, where `landmark` (a sentence such as "Chase Bank is on your right", or None) is
+    seen; the last leg ends at the destination.
     """
 
     from_heading: float
@@ -31,15 +33,15 @@ class Leg:
 
     @property
     def relative(self) -> str:
-        """ "left", "right", "slightly left" or "slightly right" (wrapped heading change)."""
+        """The turn's name: "left", "right", "slightly left" or "slightly right" (wrapped heading change)."""
         return relative_label(self.from_heading, self.to_heading)
 
     def turn_sentence(self, first: bool) -> str:
-        """ "First, turn left to face south." or "Turn left to face south."."""
+        """The turn sentence: "First, turn left to face south." or "Turn left to face south."."""
         return f"{'First, turn' if first else 'Turn'} {self.relative} to face {self.to_label}."
 
     def move_sentence(self) -> str:
-        """ "Move forward until you reach the next intersection (where ...)." or the destination."""
+        """The move sentence: "Move forward until you reach the next intersection (where ...)." or the destination."""
         target = "the destination" if self.to_destination else "the next intersection"
         where = f" where {self.landmark}" if self.landmark else ""
         return f"Move forward until you reach {target}{where}."
@@ -54,7 +56,7 @@ def build_instructions(legs: list[Leg]) -> tuple[str, ...]:
 
 
 def numbered(sentences: tuple[str, ...]) -> str:
-    """ "1. ...\\n2. ..." as shown in the prompt."""
+    """The sentences numbered one per line ("1. ...", "2. ..."), as shown in the prompt."""
     return "\n".join(f"{i}. {s}" for i, s in enumerate(sentences, start=1))
 
 

@@ -15,6 +15,7 @@ the point reached. Text mode needs only this file. Pictures need `pano_dir` with
 plus `gps_pano_mapping.pkl` ({(lat, lng): pano_id}, next to the JSON unless given); four
 perspective views (90-degree field of view) are cut from each panorama with numpy, in V-IRL's
 convention: compass heading h lies at column fraction ((h + rotation) / 360) mod 1.
+A route's identity for the held-out split (`envs.splits`) is its start and destination geocode.
 
     python -c "from envs.virl.real_data import VirlRoutes; print(len(VirlRoutes.from_virl_files('route_infos.json')))"
 """
@@ -51,6 +52,12 @@ class RealRoute:
     init_heading: float | None
     geocodes: tuple[tuple[float, float], ...]
     blocks: tuple[dict[str, str], ...]
+
+    @property
+    def split_key(self) -> str:
+        """The route's key for the held-out split (`envs.splits`): its start and destination geocodes."""
+        (lat, lng), (dest_lat, dest_lng) = self.start, self.geocodes[-1]
+        return f"virl-file:{lat:.6f},{lng:.6f}->{dest_lat:.6f},{dest_lng:.6f}"
 
 
 class _NoGlobals(pickle.Unpickler):
@@ -180,14 +187,15 @@ class VirlRoutes:
         return max(1 + len(r.blocks) * (MAX_INTERMEDIATE + 1) for r in self.routes)
 
     def route(self, index: int, rng: np.random.Generator) -> Route:
-        """Route `index` with its rail; `rng` draws a missing initial heading and the 0-4
-        intermediate points per leg.
+        """Route `index` with its rail.
+
+        `rng` draws a missing initial heading and the 0-4 intermediate points per leg.
         """
         real = self.routes[index]
         heading = real.init_heading if real.init_heading is not None else float(rng.integers(0, 360))
         start = PointView(real.start, heading, (), False)
         legs, previous, origin = [], heading, real.start
-        for j, (block, geocode) in enumerate(zip(real.blocks, real.geocodes)):
+        for j, (block, geocode) in enumerate(zip(real.blocks, real.geocodes, strict=True)):
             degrees, label = _heading(block, f"route {index} block {j}")
             last = j == len(real.blocks) - 1
             sightings = _sightings(block.get("landmarks"))
@@ -196,7 +204,7 @@ class VirlRoutes:
             intermediates = tuple((_lerp(origin, geocode, (i + 1) / (count + 1)), degrees) for i in range(count))
             legs.append(LegGeometry(leg, intermediates, PointView(geocode, degrees, sightings, not last)))
             previous, origin = degrees, geocode
-        return assemble_rail(start, legs, city=f"{self.name}#{index}")
+        return assemble_rail(start, legs, city=f"{self.name}#{index}", split_key=real.split_key)
 
     def picture(self, point: RailPoint, *, view_px: int) -> np.ndarray:
         """The 2x2 picture at a rail point, cut from the nearest panorama (within 50 m)."""

@@ -168,7 +168,7 @@ def _street_side(draw, camera, style, *, rng, side: float, gap: tuple[float, flo
         draw.polygon(camera.quad(x, (0.0, height), (z0, z1)), fill=facade)
         if z0 < 60.0:
 
-            def face(us, vs, z0=z0, z1=z1, height=height):
+            def face(us, vs, x=x, z0=z0, z1=z1, height=height):
                 depth = z1 - z0
                 return camera.quad(x, (vs[0] * height, vs[1] * height), (z0 + us[0] * depth, z0 + us[1] * depth))
 

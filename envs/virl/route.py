@@ -4,6 +4,10 @@ A route runs from a start place to a destination place along a shortest path wit
 turns. The rail is: the start (turn to face the first street), 0-4 intermediate points per leg
 (forward), each milestone intersection (turn) and the destination (stop). `assemble_rail` is
 shared with the real-data loader; `synthetic_route` builds a route in a generated city.
+
+A route's identity for the held-out split (`envs.splits`) is its `split_key`: for a synthetic
+route the city seed, the start place and the destination place (`route_split_key`), whatever the
+initial heading and the intermediate points of one episode's rail.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from envs.splits import Split, in_split
 from envs.virl.city import City, shortest_path
 from envs.virl.geometry import SIDES, bearing, compass_label, heading_change, side_label
 from envs.virl.instructions import Leg, absolute_turn, build_instructions, relative_turn
@@ -38,7 +43,7 @@ class Sighting:
 
     @property
     def sentence(self) -> str:
-        """ "Chase Bank is on your right"; a real-data sentence without a side is kept as written."""
+        """'Chase Bank is on your right'; a real-data sentence without a side is kept as written."""
         return f"{self.name} is on your {self.side}" if self.side else self.name
 
 
@@ -82,18 +87,24 @@ class LegGeometry:
 
 @dataclass(frozen=True)
 class Route:
-    """Instructions and rail of one episode. `city` names where it is (for `info`)."""
+    """Instructions and rail of one episode.
+
+    `city` names where it is (for `info`); `split_key` identifies the route (its start and
+    destination) for the held-out split.
+    """
 
     instructions: tuple[str, ...]
     points: tuple[RailPoint, ...]
     city: str
+    split_key: str
 
     def expected_action(self, index: int, variant: str) -> str:
+        """The expert action at rail point ``index``: relative turns for rule_ood, absolute otherwise."""
         point = self.points[index]
         return point.relative_action if variant == "rule_ood" else point.absolute_action
 
 
-def assemble_rail(start: PointView, legs: list[LegGeometry], *, city: str) -> Route:
+def assemble_rail(start: PointView, legs: list[LegGeometry], *, city: str, split_key: str) -> Route:
     """Number the instructions and lay out the rail; instruction indices are 1-based."""
     instructions = build_instructions([g.leg for g in legs])
     first = legs[0].leg
@@ -110,7 +121,7 @@ def assemble_rail(start: PointView, legs: list[LegGeometry], *, city: str) -> Ro
             )
         else:
             points.append(RailPoint(geometry.end, "stop", move_index, "stop()", "stop()"))
-    return Route(instructions, tuple(points), city)
+    return Route(instructions, tuple(points), city, split_key)
 
 
 def sightings_at(city: City, node: int, heading: float) -> tuple[Sighting, ...]:
@@ -149,19 +160,40 @@ class RoutePlan(NamedTuple):
     legs: list[list[int]]
 
 
-def plan_route(city: City, rng: np.random.Generator, *, max_tries: int = 1000) -> RoutePlan:
-    """A shortest path between two places with 2..MAX_TURNS turns, all at intersections."""
+def route_split_key(city_seed: int, start_place: int, dest_place: int) -> str:
+    """A synthetic route's key for the held-out split: the city's seed and the two place indices."""
+    return f"virl:city{city_seed}:{start_place}->{dest_place}"
+
+
+def route_legs(city: City, start_place: int, dest_place: int) -> list[list[int]] | None:
+    """The legs of the route between two places, or None when it is no route of the task.
+
+    A route is a shortest path with 2..MAX_TURNS turns, all at intersections, between places at
+    different intersections.
+    """
+    a, b = city.places[start_place].node, city.places[dest_place].node
+    if a == b:
+        return None
+    legs = split_legs(city, shortest_path(city, a, b))
+    turns = [leg[0] for leg in legs[1:]]
+    if 2 <= len(turns) <= MAX_TURNS and all(city.is_intersection(t) for t in turns):
+        return legs
+    return None
+
+
+def plan_route(city: City, rng: np.random.Generator, *, split: Split = "all", max_tries: int = 1000) -> RoutePlan:
+    """Draw place pairs with ``rng`` until one is a route (`route_legs`) of the split ``split``."""
     n = len(city.places)
     for _ in range(max_tries):
         start, dest = (int(i) for i in rng.choice(n, size=2, replace=False))
-        a, b = city.places[start].node, city.places[dest].node
-        if a == b:
+        if not in_split(route_split_key(city.seed, start, dest), split):
             continue
-        legs = split_legs(city, shortest_path(city, a, b))
-        turns = [leg[0] for leg in legs[1:]]
-        if 2 <= len(turns) <= MAX_TURNS and all(city.is_intersection(t) for t in turns):
+        legs = route_legs(city, start, dest)
+        if legs is not None:
             return RoutePlan(start, dest, legs)
-    raise RuntimeError(f"no route with 2..{MAX_TURNS} turns found in {city.name} after {max_tries} tries")
+    raise RuntimeError(
+        f"no route with 2..{MAX_TURNS} turns in split={split!r} found in {city.name} after {max_tries} tries"
+    )
 
 
 def _intermediates(city: City, leg: list[int], count: int) -> tuple[tuple[tuple[float, float], float], ...]:
@@ -176,11 +208,15 @@ def _intermediates(city: City, leg: list[int], count: int) -> tuple[tuple[tuple[
     return tuple(points)
 
 
-def synthetic_route(city: City, plan_rng: np.random.Generator, rail_rng: np.random.Generator) -> Route:
-    """A route in `city`: `plan_rng` picks places and path, `rail_rng` the initial heading and the
-    number of intermediate points per leg (0..MAX_INTERMEDIATE).
+def synthetic_route(
+    city: City, plan_rng: np.random.Generator, rail_rng: np.random.Generator, *, split: Split = "all"
+) -> Route:
+    """A route of the split ``split`` in `city`, with its rail.
+
+    `plan_rng` picks places and path, `rail_rng` the initial heading and the number of
+    intermediate points per leg (0..MAX_INTERMEDIATE).
     """
-    plan = plan_route(city, plan_rng)
+    plan = plan_route(city, plan_rng, split=split)
     node_legs, destination = plan.legs, city.places[plan.dest_place].name
     initial = float(rail_rng.integers(0, 360))
     start_node = node_legs[0][0]
@@ -201,4 +237,5 @@ def synthetic_route(city: City, plan_rng: np.random.Generator, rail_rng: np.rand
         count = int(rail_rng.integers(0, MAX_INTERMEDIATE + 1))
         legs.append(LegGeometry(leg, _intermediates(city, nodes, count), end))
         previous = arrival
-    return assemble_rail(start, legs, city=city.name)
+    split_key = route_split_key(city.seed, plan.start_place, plan.dest_place)
+    return assemble_rail(start, legs, city=city.name, split_key=split_key)

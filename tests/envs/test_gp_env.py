@@ -1,12 +1,16 @@
 """GeneralPoints as a Gymnasium env: API checks, seeding, variants, episodes, info."""
 
+import itertools
+from collections import Counter
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the ids)
-from envs.general_points.cards import FACE_ORDINAL, FACE_RANKS, hand_values, solution_table
+from envs.general_points.cards import FACE_ORDINAL, FACE_RANKS, RANKS, hand_values, solution_table
+from envs.general_points.prompt import ANSWER_FORMAT
 
 COMBOS = [("id", "text"), ("rule_ood", "text"), ("id", "image"), ("rule_ood", "image"), ("visual_ood", "image")]
 INFO_KEYS = {
@@ -55,6 +59,31 @@ def test_rule_ood_hands_hold_a_face_card_and_are_solvable_under_11_12_13():
         assert FACE_RANKS & set(info["cards"]), info["cards"]
         assert info["numbers"] == hand_values(info["cards"], FACE_ORDINAL)
         assert table.solutions(info["cards"])
+
+
+def _face_count_shares(hands) -> dict[int, float]:
+    counts = Counter(sum(rank in FACE_RANKS for rank in hand) for hand in hands)
+    return {n: counts[n] / sum(counts.values()) for n in (1, 2, 3, 4)}
+
+
+def test_rule_ood_deals_face_cards_as_the_papers_draw_three_free_ranks_plus_one_face_card():
+    # The spec's process, enumerated exactly: three free ranks and one of J, Q, K (equally likely),
+    # kept when solvable under 11/12/13. Rejecting free draws until a face card shows instead gives
+    # 1 face card in 68% of hands (not 50%).
+    table = solution_table(FACE_ORDINAL, 24)
+    drawn = [(*free, face) for free in itertools.product(RANKS, repeat=3) for face in "JQK"]
+    expected = _face_count_shares(hand for hand in drawn if table.is_solvable(hand))
+    env = make("rule_ood")
+    hands = [env.reset(seed=seed)[1]["cards"] for seed in range(2000)]
+    observed = _face_count_shares(hands)
+    chi_square = sum(2000 * (observed[n] - expected[n]) ** 2 / expected[n] for n in expected)
+    assert chi_square < 16.27, (observed, expected)  # the 0.1% critical value for 3 degrees of freedom
+    # The four cards are shuffled: a lone face card sits at each position about equally often.
+    positions = Counter(
+        [rank in FACE_RANKS for rank in hand].index(True) for hand in hands if len(FACE_RANKS & set(hand)) == 1
+    )
+    lone = sum(positions.values())
+    assert all(0.2 < positions[i] / lone < 0.3 for i in range(4)), positions
 
 
 def test_id_hands_are_solvable_and_numbers_use_ten_for_faces():
@@ -106,7 +135,10 @@ def test_sequential_revision_then_truncation_after_the_last_attempt():
         obs, reward, terminated, truncated, info = env.step('{"formula": "3+3+8+8"}')
         assert reward == -1.0 and not terminated and truncated == (attempt == 3) and info["attempt"] == attempt
         assert obs["messages"][-2] == {"role": "assistant", "content": '{"formula": "3+3+8+8"}'}
-        assert obs["messages"][-1]["content"].startswith("You failed this trial because your formula evaluates to 22")
+        assert obs["messages"][-1]["content"] == (
+            "You failed this trial because your formula does not equal 24: no part of it matches any solution. "
+            "Try again with a new JSON answer."
+        )
         assert obs in env.observation_space
     assert len(obs["messages"]) == 2 + 2 * 3
     with pytest.raises(RuntimeError, match="reset"):
@@ -141,6 +173,17 @@ def test_text_prompt_lists_the_cards_and_the_face_rule():
     assert "each count as 10" in make("id").reset(seed=3)[0]["messages"][1]["content"]
 
 
+@pytest.mark.parametrize("variant, modality", COMBOS)
+def test_the_answer_format_is_a_schema_without_values(variant, modality):
+    # A worked example would state face-card values (K = 10 contradicts rule OOD's rule).
+    task = make(variant, modality, image_size=(64, 64)).reset(seed=0)[0]["messages"][1]["content"]
+    text = task if modality == "text" else task[1]["text"]
+    rules, answer_format = text.split("\n")
+    assert answer_format == ANSWER_FORMAT and not any(char.isdigit() for char in answer_format)
+    assert all(f'"{key}"' in answer_format for key in ("cards", "number", "formula"))
+    assert "24" in rules and "formula" in rules
+
+
 def test_info_holds_the_contract_keys_at_reset_and_step():
     env = make("id", "image", image_size=(200, 200))
     _, info = env.reset(seed=1)
@@ -153,7 +196,7 @@ def test_info_holds_the_contract_keys_at_reset_and_step():
 @pytest.mark.parametrize(
     "kwargs",
     [{"variant": "visual_ood", "modality": "text"}, {"variant": "hard"}, {"modality": "audio"}, {"target": 0},
-     {"max_attempts": 0}, {"image_size": (10, 10)}, {"render_mode": "ansi"}],
+     {"max_attempts": 0}, {"image_size": (10, 10)}, {"render_mode": "ansi"}, {"split": "test"}],
 )  # fmt: skip
 @pytest.mark.filterwarnings("ignore:.*render_mode")
 def test_bad_arguments_raise_value_error(kwargs):

@@ -27,7 +27,7 @@ def test_cards_lie_inside_the_canvas_without_overlap():
     for size in [(1200, 1200), (600, 300), (300, 900)]:
         spots = layout(*size)
         xs = [x for x, _ in spots.corners]
-        assert all(b - a >= spots.card_width for a, b in zip(xs, xs[1:]))
+        assert all(b - a >= spots.card_width for a, b in zip(xs, xs[1:], strict=False))  # consecutive pairs
         assert xs[-1] + spots.card_width <= size[0] and spots.corners[0][1] + spots.card_height <= size[1]
 
 

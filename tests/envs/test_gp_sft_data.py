@@ -8,8 +8,10 @@ import pytest
 from PIL import Image
 
 import envs  # noqa: F401  (registers the ids)
+from envs.general_points.cards import hand_split_key
 from envs.seeds import EVAL_SEEDS, TRAIN_SEEDS
 from envs.sft_data import iter_oracle_turns, training_seeds, write_sft_records
+from envs.splits import split_of
 
 
 def test_training_seeds_come_from_the_training_range_only():
@@ -24,7 +26,7 @@ def test_text_records_are_chat_records_whose_answer_wins_the_episode(tmp_path):
     lines = (tmp_path / "gp.jsonl").read_text().splitlines()
     assert result.n_records == len(lines) == 20 and result.n_images == 0
     seeds = training_seeds(0, 20)
-    for line, seed in zip(lines, seeds):
+    for line, seed in zip(lines, seeds, strict=True):
         record = json.loads(line)
         assert set(record) == {"messages"}
         roles = [m["role"] for m in record["messages"]]
@@ -38,7 +40,7 @@ def test_image_records_point_at_pngs_of_the_hand(tmp_path):
     env = gym.make("sftrl/GeneralPoints-v0", variant="id", modality="image", image_size=(240, 240))
     result = write_sft_records(env, tmp_path / "sub" / "vl.jsonl", n_records=3, seed=5)
     assert result.n_images == 3
-    for line, seed in zip((tmp_path / "sub" / "vl.jsonl").read_text().splitlines(), training_seeds(5, 3)):
+    for line, seed in zip((tmp_path / "sub" / "vl.jsonl").read_text().splitlines(), training_seeds(5, 3), strict=True):
         record = json.loads(line)
         (path,) = record["images"]
         assert not path.startswith("/") and path.startswith("vl_images/")
@@ -48,6 +50,22 @@ def test_image_records_point_at_pngs_of_the_hand(tmp_path):
         assert all(isinstance(m["content"], list) for m in record["messages"])
         system = env.reset(seed=seed)[0]["messages"][0]["content"]
         assert record["messages"][0]["content"] == [{"type": "text", "text": system}]
+
+
+def test_a_train_split_env_exports_training_hands_only_and_an_eval_split_env_is_refused(tmp_path):
+    env = gym.make("sftrl/GeneralPoints-v0", variant="id", modality="text", split="train")
+    write_sft_records(env, tmp_path / "gp.jsonl", n_records=400, seed=0)
+    hands = set()
+    for line in (tmp_path / "gp.jsonl").read_text().splitlines():
+        task = json.loads(line)["messages"][1]["content"]
+        hands.add(tuple(sorted(task.split("four playing cards: ")[1].split(".")[0].split(", "))))
+    assert len(hands) > 100 and {split_of(hand_split_key(hand)) for hand in hands} == {"train"}
+    held_out = gym.make("sftrl/GeneralPoints-v0", split="eval")
+    with pytest.raises(ValueError, match="split='eval'.*split='train'"):
+        write_sft_records(held_out, tmp_path / "leak.jsonl", n_records=5)
+    with pytest.raises(ValueError, match="split='eval'"):
+        iter_oracle_turns(gym.make("sftrl/VIRL-v0", split="eval"), [0])
+    assert not (tmp_path / "leak.jsonl").exists()
 
 
 def test_records_load_as_one_arrow_table_like_hf_datasets(tmp_path):

@@ -81,19 +81,61 @@ def test_all_three_misuse_kinds_at_once():
     assert "no card" in verdict.feedback and "more often" in verdict.feedback and "does not use" in verdict.feedback
 
 
-def test_wrong_value_scores_minus_1_and_names_the_value():
-    verdict = _judge(_answer("8+8+3+3"))
-    assert verdict.reward == -1.0 and "22" in verdict.feedback and "24" in verdict.feedback
+def test_wrong_value_scores_minus_1_and_says_no_part_matches_a_solution_not_the_value():
+    verdict = _judge(_answer("3+3+8+8"))  # the only solution is 8/(3-8/3)
+    assert verdict.reward == -1.0 and verdict.breakdown["wrong_value"] == -1.0
+    assert verdict.feedback == "your formula does not equal 24: no part of it matches any solution."
+    assert verdict.value == "22"  # the value is kept for logging, not told
 
 
-def test_fractional_value_is_named_exactly():
-    verdict = _judge(_answer("8/3*8/3"))
-    assert verdict.reward == -1.0 and "64/9" in verdict.feedback
+@pytest.mark.parametrize(
+    "formula, beginning",
+    [
+        ("8/(3-8)*3", "8/(3-8"),  # the paper's hint: the longest beginning that begins a solution
+        ("8 / ( 3 - 8 ) * 3", "8/(3-8"),  # whitespace is removed before comparing
+        ("8/3*8/3", "8/"),  # whole tokens: "8/3" does not begin 8/(3-8/3)
+        ("8/(3-3/8)", "8/(3-"),
+    ],
+)
+def test_wrong_value_feedback_quotes_the_longest_beginning_of_a_solution(formula, beginning):
+    verdict = _judge(_answer(formula))
+    assert verdict.reward == -1.0
+    assert verdict.feedback == (
+        f'your formula does not equal 24: its beginning "{beginning}" is partially correct '
+        "but the full formula does not match any solution."
+    )
+
+
+def test_the_hint_compares_against_every_solution_of_the_hand():
+    hand = ("K", "4", "A", "2")  # 10, 4, 1, 2 in-distribution: many solutions
+    verdict = _judge(_answer("(4-1)*(10+2)"), hand)
+    assert '"(4-1)*(10"' in verdict.feedback  # begins (4-1)*(10-2), not (4-1)*(10+2)
+
+
+@pytest.mark.parametrize(
+    "formula, clause",
+    [
+        ("1+4+6+10", "no part of it matches any solution"),  # "1" is a token of its own, not the start of 10
+        ("10*(4-1)+6", 'its beginning "10*(4-1)" is partially correct'),
+    ],
+)
+def test_the_hint_matches_whole_tokens(formula, clause):
+    hand = ("A", "4", "6", "K")  # 1, 4, 6, 10: the only solution is 10*(4-1)-6
+    verdict = _judge(_answer(formula, hand, (1, 4, 6, 10)), hand)
+    assert verdict.reward == -1.0 and clause in verdict.feedback
+
+
+def test_the_quoted_beginning_is_solution_text_only():
+    for formula in ("8/(3-8)*3", "8 /(3 -8 )*3 = 24", "(8/(3-8))*3"):
+        verdict = _judge(json.dumps({"formula": formula}))
+        quoted = verdict.feedback.split('"')[1] if '"' in verdict.feedback else ""
+        assert set(quoted) <= set("0123456789+-*/()") and verdict.feedback.isascii(), verdict.feedback
 
 
 def test_division_by_zero_is_a_wrong_formula_not_a_crash():
     verdict = _judge(_answer("(8-8)/(3-3)"))
-    assert verdict.reward == -1.0 and "zero" in verdict.feedback
+    assert verdict.reward == -1.0
+    assert verdict.feedback == "your formula divides by zero, and no part of it matches any solution."
 
 
 def test_vl_wrong_cards_score_minus_1_5_before_the_formula_is_judged():

@@ -147,6 +147,33 @@ def test_wrong_intersection_claim_costs_more():
     assert reward == -1.5
 
 
+def _current_observation(obs) -> str:
+    """The current "O_n: ..." line of the observation's history."""
+    content = obs["messages"][1]["content"]
+    text = content if isinstance(content, str) else content[1]["text"]
+    history = text.split("[Observations and actions so far]\n")[1].split("\n\n")[0]
+    return history.split("\n")[-2]
+
+
+def test_vl_current_observation_keeps_the_intersection_cue_next_to_the_picture():
+    env = _make("id", "image", view_px=64)
+    obs, info = env.reset(seed=5)
+    assert INTERSECTION in info["observation_text"]  # the start of this route is an intersection
+    assert _current_observation(obs) == "O_1: the four street views in the picture; You observe an intersection"
+    seen = set()
+    done = False
+    while not done:
+        point = env.unwrapped._route.points[info["point_index"]]
+        line = _current_observation(obs)
+        assert line.endswith(INTERSECTION) == point.view.is_intersection, (line, point.kind)
+        seen.add(point.view.is_intersection)
+        obs, _, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+        done = terminated or truncated
+    assert seen == {True, False}  # the route has both kinds of point
+    text_obs, text_info = _make("id", "text").reset(seed=5)
+    assert _current_observation(text_obs) == f"O_1: {text_info['observation_text']}"
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.one_of(

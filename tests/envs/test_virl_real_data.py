@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import envs  # noqa: F401
+from envs.splits import split_of
 from envs.virl.real_data import VirlRoutes, parse_milestone_blocks, perspective_view
 from envs.virl.render import DEFAULT_VIEW_PX, GAP_PX, picture_shape
 
@@ -43,17 +44,23 @@ def _milestone_info() -> str:
     )
 
 
+def _route_record(shift: float = 0.0) -> dict:
+    """The fixture's route in V-IRL's format, moved north by ``shift`` degrees of latitude."""
+    start = [START[0] + shift, START[1]]
+    milestones = [[lat + shift, lng] for lat, lng in MILESTONES]
+    return {
+        "start_place": {"name": "Times Square", "geocode": start, "relocated_geocode": start},
+        "dest_place": {"name": "CVS Pharmacy", "geocode": milestones[-1]},
+        "init_heading": 90,
+        "route_results": {"geocode_list": milestones, "landmark_list": []},
+        "milestone_info": _milestone_info(),
+    }
+
+
 @pytest.fixture(scope="module")
 def virl_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("nyc_mini")
-    route = {
-        "start_place": {"name": "Times Square", "geocode": list(START), "relocated_geocode": list(START)},
-        "dest_place": {"name": "CVS Pharmacy", "geocode": list(MILESTONES[-1])},
-        "init_heading": 90,
-        "route_results": {"geocode_list": [list(g) for g in MILESTONES], "landmark_list": []},
-        "milestone_info": _milestone_info(),
-    }
-    (root / "route_infos.json").write_text(json.dumps([[route], 1]))
+    (root / "route_infos.json").write_text(json.dumps([[_route_record()], 1]))
     views = root / "street_views"
     views.mkdir()
     for pano_id, rotation in ROTATIONS.items():
@@ -150,3 +157,37 @@ def test_bad_files_fail_with_clear_errors(virl_files, tmp_path):
         )
     with pytest.raises(ValueError, match="pano_dir"):
         gymnasium.make("sftrl/VIRL-v0", modality="image", route_file=str(virl_files / "route_infos.json"))
+
+
+def test_real_routes_split_by_start_and_destination(tmp_path):
+    path = tmp_path / "route_infos.json"
+    path.write_text(json.dumps([_route_record(0.01 * i) for i in range(40)]))
+    drawn = {}
+    for split in ("train", "eval", "all"):
+        env = gymnasium.make("sftrl/VIRL-v0", route_file=str(path), split=split)
+        drawn[split] = {env.reset(seed=seed)[1]["city"] for seed in range(300)}
+    assert drawn["train"].isdisjoint(drawn["eval"]) and drawn["train"] | drawn["eval"] == drawn["all"]
+    assert len(drawn["all"]) == 40 and 4 <= len(drawn["eval"]) <= 14  # about 20% of 40
+    keys = {route.split_key for route in VirlRoutes.from_virl_files(path).routes}
+    assert len(keys) == 40 and all(key.startswith("virl-file:") for key in keys)
+    lone = tmp_path / "lone" / "route_infos.json"
+    lone.parent.mkdir()
+    lone.write_text(json.dumps([_route_record()]))
+    home = VirlRoutes.from_virl_files(lone).routes[0].split_key
+    other = "eval" if split_of(home) == "train" else "train"
+    with pytest.raises(ValueError, match=f"no route in split={other!r}"):
+        gymnasium.make("sftrl/VIRL-v0", route_file=str(lone), split=other)
+
+
+def test_visual_ood_real_routes_are_all_eval_routes(virl_files):
+    (route,) = VirlRoutes.from_virl_files(virl_files / "route_infos.json").routes
+    assert split_of(route.split_key) == "train"  # by the hash; visual_ood takes it as an eval route anyway
+    env = gymnasium.make(
+        "sftrl/VIRL-v0",
+        variant="visual_ood",
+        modality="image",
+        split="eval",
+        route_file=str(virl_files / "route_infos.json"),
+        pano_dir=str(virl_files / "street_views"),
+    )
+    assert env.reset(seed=0)[1]["city"] == "nyc_mini0#0"

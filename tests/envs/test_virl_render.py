@@ -46,7 +46,7 @@ def test_ood_styles_differ_measurably_from_training():
     assert len(OOD_STYLES) >= 4
     for style in OOD_STYLES:
         other = [render_point(v, style).image.astype(float) for v in views]
-        pixel_distance = np.mean([np.linalg.norm(a - b, axis=-1).mean() for a, b in zip(base, other)])
+        pixel_distance = np.mean([np.linalg.norm(a - b, axis=-1).mean() for a, b in zip(base, other, strict=True)])
         assert pixel_distance > 40.0, style.name  # mean per-pixel RGB distance, same rail points
 
 
@@ -56,7 +56,7 @@ def test_every_sign_is_drawn_readably_in_its_view(style):
     picture = render_point(view, style)
     assert picture.image.shape == picture_shape() and picture.image.dtype == np.uint8
     assert [s.text for s in picture.signs] == [s.name for s in view.sightings]
-    for sign, sighting in zip(picture.signs, view.sightings):
+    for sign, sighting in zip(picture.signs, view.sightings, strict=True):
         assert sign.view == SIDES_TO_QUADRANT[sighting.side]
         # The stated size; wrapping a long name may shrink it a little, never below the minimum.
         assert sign.font_px >= max(MIN_SIGN_FONT_PX, style.sign_font_px - 3)
