@@ -4,6 +4,7 @@ Both environments are chats: a system turn, a task turn (whose content holds an 
 in the image modality), then per failed attempt the policy's answer and a feedback turn. This
 module holds what they have in common:
 
+- `ChatEnv`: their base class (render metadata);
 - `Variant` / `Modality`: the argument types of both constructors;
 - `PROMPT_CHARSET` (every system and user text is ASCII) and `MAX_ANSWER_CHARS` (longer answers
   are judged wrong without being scanned, and echoed clipped to this bound);
@@ -28,6 +29,7 @@ from __future__ import annotations
 import string
 from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.spaces import Box, Dict, Space, Text
 
@@ -35,6 +37,12 @@ Variant = Literal["id", "rule_ood", "visual_ood"]
 Modality = Literal["text", "image"]
 PROMPT_CHARSET = frozenset(string.printable)  # ASCII letters, digits, punctuation, whitespace
 MAX_ANSWER_CHARS = 4096  # longer answers are judged wrong without being scanned
+
+
+class ChatEnv(gym.Env):
+    """Base of the chat environments: what Gymnasium needs to know about their rendering."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
 
 
 def answer_space() -> Text:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
-from envs import GENERAL_POINTS_MAX_EPISODE_STEPS
+from envs import GENERAL_POINTS_MAX_EPISODE_STEPS, spaces
 from envs.arguments import check_common_arguments, check_episode_bound
 from envs.general_points.cards import (
     BLACK_SUITS,
@@ -33,15 +32,7 @@ from envs.general_points.oracle import oracle_answer
 from envs.general_points.prompt import MAX_PROMPT_CHARS, feedback_prompt, system_prompt, task_prompt
 from envs.general_points.render import render_hand
 from envs.general_points.verifier import CATEGORIES, RewardTable, cards_match_hand, judge
-from envs.spaces import (
-    MAX_ANSWER_CHARS,
-    Modality,
-    Variant,
-    answer_space,
-    chat_observation,
-    chat_observation_space,
-    opening_messages,
-)  # fmt: skip
+from envs.spaces import MAX_ANSWER_CHARS, ChatEnv, Modality, Variant
 from envs.splits import Split, in_split, split_of
 
 # variant -> (J/Q/K values, suits of image hands, hand must hold a face card)
@@ -53,7 +44,7 @@ VARIANTS: dict[str, tuple[tuple[int, int, int], tuple[str, ...], bool]] = {
 FACE_CARD_RANKS = RANKS[-3:]  # J, Q, K: the rank a rule_ood hand is sure to hold is drawn from these
 
 
-class GeneralPointsEnv(gym.Env):
+class GeneralPointsEnv(ChatEnv):
     """GeneralPoints: write one formula over four cards' numbers that equals the target.
 
     ## Description
@@ -127,21 +118,19 @@ class GeneralPointsEnv(gym.Env):
       `rewards` (`RewardTable`), `render_mode` (None or "rgb_array").
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version; held-out `split` by card multiset; rule-OOD hands hold one forced face card.
     """
-
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
 
     def __init__(
         self,
         variant: Variant = "id",
         modality: Modality = "text",
         *,
-        split: Split = "all",
         target: int = 24,
         max_attempts: int = 5,
         image_size: tuple[int, int] = (1200, 1200),
         rewards: RewardTable | None = None,
+        split: Split = "all",
         render_mode: str | None = None,
     ):
         _check_arguments(
@@ -156,9 +145,9 @@ class GeneralPointsEnv(gym.Env):
         self.rewards = rewards or RewardTable()
         self.render_mode = render_mode
         self.table = solution_table(self.face_cards, target)
-        self.action_space = answer_space()
+        self.action_space = spaces.answer_space()
         width, height = self.image_size
-        self.observation_space = chat_observation_space(
+        self.observation_space = spaces.chat_observation_space(
             max_prompt_chars=MAX_PROMPT_CHARS,
             max_attempts=max_attempts,
             image_shape=(height, width, 3) if modality == "image" else None,
@@ -187,7 +176,7 @@ class GeneralPointsEnv(gym.Env):
         task = task_prompt(None if picture else self._ranks, self.face_cards, target=self.target)
         if picture:
             self._image = render_hand(self._ranks, self._hand_suits, size=self.image_size)
-        self._messages = opening_messages(system_prompt(self.target), task, with_image=picture)
+        self._messages = spaces.opening_messages(system_prompt(self.target), task, with_image=picture)
         breakdown = dict.fromkeys(CATEGORIES, 0.0)
         return self._observation(), self._info(success=False, feedback="", breakdown=breakdown, answer={})
 
@@ -262,7 +251,7 @@ class GeneralPointsEnv(gym.Env):
         return self._observation(), verdict.reward, terminated, truncated, info
 
     def _observation(self) -> dict[str, Any]:
-        return chat_observation(self._messages, self._image)
+        return spaces.chat_observation(self._messages, self._image)
 
     def _info(self, *, success: bool, feedback: str, breakdown: dict, answer: dict) -> dict[str, Any]:
         judged = self._first_cards_read is not None

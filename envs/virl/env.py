@@ -13,20 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
-from envs import VIRL_MAX_EPISODE_STEPS
+from envs import VIRL_MAX_EPISODE_STEPS, spaces
 from envs.arguments import check_common_arguments, check_episode_bound
-from envs.spaces import (
-    MAX_ANSWER_CHARS,
-    Modality,
-    Variant,
-    answer_space,
-    chat_observation,
-    chat_observation_space,
-    opening_messages,
-)  # fmt: skip
+from envs.spaces import MAX_ANSWER_CHARS, ChatEnv, Modality, Variant
 from envs.splits import EVAL_PERCENT, Split, in_split
 from envs.virl.city import generate_city
 from envs.virl.instructions import numbered
@@ -44,7 +35,7 @@ OOD_CITY_SEED_BASE = 1_000_000
 _MAX_POINTS = 1 + (MAX_TURNS + 1) * (MAX_INTERMEDIATE + 1)
 
 
-class VirlEnv(gym.Env):
+class VirlEnv(ChatEnv):
     """V-IRL navigation: follow route directions through a city, one action per rail point.
 
     ## Description
@@ -122,10 +113,8 @@ class VirlEnv(gym.Env):
       "rgb_array").
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version; held-out `split` by route; the VL observation keeps the intersection cue.
     """
-
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
 
     def __init__(
         self,
@@ -171,8 +160,8 @@ class VirlEnv(gym.Env):
                 )
         points = self.real_routes.max_points if self.real_routes else _MAX_POINTS
         check_episode_bound(max_attempts, points=points, max_episode_steps=VIRL_MAX_EPISODE_STEPS)
-        self.action_space = answer_space()
-        self.observation_space = chat_observation_space(
+        self.action_space = spaces.answer_space()
+        self.observation_space = spaces.chat_observation_space(
             max_prompt_chars=MAX_PROMPT_CHARS,
             max_attempts=max_attempts,
             image_shape=picture_shape(view_px) if modality == "image" else None,
@@ -218,7 +207,7 @@ class VirlEnv(gym.Env):
             relative_turns=self.variant == "rule_ood",
             picture=picture,
         )
-        self._messages = opening_messages(system_prompt(), task, with_image=picture)
+        self._messages = spaces.opening_messages(system_prompt(), task, with_image=picture)
         self._image = self._picture() if picture else None
 
     def _picture(self) -> np.ndarray:
@@ -265,7 +254,7 @@ class VirlEnv(gym.Env):
         )
 
     def _observation(self) -> dict[str, Any]:
-        return chat_observation(self._messages, self._image)
+        return spaces.chat_observation(self._messages, self._image)
 
     def _info(self, *, success: bool, feedback: str) -> dict[str, Any]:
         point = self._route.points[self._point]
