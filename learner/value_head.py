@@ -88,14 +88,9 @@ class PolicyWithValue(nn.Module):
             lm_head = self.policy.get_output_embeddings()
             recorder = lm_head.register_forward_pre_hook(lambda _module, args: lm_inputs.append(args[0]))
         try:
+            ids = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
             out = self.policy(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                logits_to_keep=n_logits,
-                output_hidden_states=want_values,
-                use_cache=False,
-                **extra,
+                **ids, logits_to_keep=n_logits, output_hidden_states=want_values, use_cache=False, **extra
             )
         finally:
             if recorder is not None:

@@ -88,20 +88,20 @@ def test_ppo_values_value_loss_whitening_and_health_metrics(tiny, sft_batch):
     assert first["rl/logprob_diff_mean"] < 0 and first["rl/logprob_diff_max"] > 0  # log-probs against 0
 
 
+def export_engine_hf(engine: LearnerEngine, state: dict, out_dir) -> None:
+    """Write `state` (gathered from `engine`) as a HF directory with the engine's configs and tokenizer."""
+    policy = engine.module.policy
+    export_hf(state, out_dir, model_config=policy.config, generation_config=policy.generation_config,
+              tokenizer=engine.tokenizer, processor=engine.processor)  # fmt: skip
+
+
+def grpo_epochs_config(**overrides) -> LearnerConfig:
+    """GRPO on `tiny` at lr 1e-2 with 2 epochs x 2 mini-batches (4 optimizer steps per rl_step), no TIS."""
+    return LearnerConfig(model="tiny", algo="grpo", lr=1e-2, ppo_epochs=2, mini_batches=2, is_cap=None, **overrides)
+
+
 def test_kl_to_the_frozen_reference_and_ppo_epochs_clip(tiny, sft_batch):
-    config = LearnerConfig(
-        model="tiny",
-        algo="grpo",
-        lr=1e-2,
-        kl_mode="k3_loss",
-        kl_coef=0.1,
-        ppo_epochs=2,
-        mini_batches=2,
-        is_cap=None,
-        clip_low=0.01,
-        clip_high=0.01,
-    )
-    engine = LearnerEngine(config)
+    engine = LearnerEngine(grpo_epochs_config(kl_mode="k3_loss", kl_coef=0.1, clip_low=0.01, clip_high=0.01))
     for sample, advantage in zip(sft_batch, [1.0, -1.0, 1.0, -1.0], strict=True):
         sample.advantage, sample.logprobs = advantage, [-1.0] * len(sample.output_ids)
     first = engine.rl_step(sft_batch)
@@ -125,13 +125,7 @@ def test_exported_weights_equal_the_engines_and_the_hf_export_generates_the_same
         for name, param in engine.module.policy.named_parameters():
             assert torch.equal(state[name], param.detach().cpu()), name
         assert not torch.equal(state["model.norm.weight"], tiny.model.model.norm.weight)
-    export_hf(
-        state,
-        tmp_path,
-        model_config=engine.module.policy.config,
-        generation_config=engine.module.policy.generation_config,
-        tokenizer=engine.tokenizer,
-    )
+    export_engine_hf(engine, state, tmp_path)
     from transformers import AutoModelForCausalLM
 
     prompt = torch.tensor([sft_batch[0].prompt_ids])  # (1, T)
@@ -194,14 +188,7 @@ def test_vlm_sft_on_images_and_export_round_trip(tiny, tmp_path):
     losses = [engine.sft_step(samples)["loss/sft"] for _ in range(5)]
     assert losses[-1] < losses[0] - 0.5, losses
     state = gather_policy_state_dict(engine.module, rank=0)
-    export_hf(
-        state,
-        tmp_path,
-        model_config=engine.module.policy.config,
-        generation_config=engine.module.policy.generation_config,
-        tokenizer=engine.tokenizer,
-        processor=engine.processor,
-    )
+    export_engine_hf(engine, state, tmp_path)
     exported = load_policy(str(tmp_path))
     prompt = encode_prompt(exported, messages[0], [images[0]])
     ids = torch.tensor([prompt.input_ids])  # (1, T)
@@ -237,18 +224,7 @@ def test_checkpoints_keep_the_last_k_and_restore_step_and_rng(tiny, sft_batch, t
 @pytest.mark.parametrize("unit, lr_after", [("update", 0.75e-2), ("optimizer_step", 0.0)])
 def test_the_lr_schedule_steps_per_optimizer_step_or_once_per_update(tiny, sft_batch, unit, lr_after):
     """Linear 1e-2 -> 0 over 4 schedule steps; one rl_step = 2 epochs x 2 mini-batches = 4 optimizer steps."""
-    config = LearnerConfig(
-        model="tiny",
-        algo="grpo",
-        lr=1e-2,
-        lr_schedule="linear",
-        total_steps=4,
-        schedule_unit=unit,
-        ppo_epochs=2,
-        mini_batches=2,
-        is_cap=None,
-    )
-    engine = LearnerEngine(config)
+    engine = LearnerEngine(grpo_epochs_config(lr_schedule="linear", total_steps=4, schedule_unit=unit))
     for sample in sft_batch:
         sample.advantage, sample.logprobs = 1.0, [-1.0] * len(sample.output_ids)
     metrics = engine.rl_step(sft_batch)
