@@ -1,10 +1,17 @@
 """Episodes -> learner `Sample`s: one sample per policy turn, with advantages (design.md, step 4).
 
 Token in, token out: a sample's `prompt_ids`, `output_ids` and behaviour `logprobs` are the ones
-the server returned for that turn; nothing is re-tokenized.
+the server returned for that turn, and its image is the picture that turn's request carried;
+nothing is re-tokenized.
 
-- GRPO (Shao et al., 2024, arXiv 2402.03300): an episode's total reward is normalised within its
-  group (the episodes played on the same seed); every turn of the episode gets that advantage.
+- GRPO (Shao et al., 2024, arXiv 2402.03300), per turn: each turn's own reward is normalised over
+  every turn of its group (the episodes played on the same seed), (r_t - mean) / (std + eps)
+  (`learner.advantages.turn_group_advantages`). Sequential revision makes episodes multi-turn, and
+  crediting every turn with the episode's total reward would give a wrong first attempt in an
+  episode that later succeeds a positive advantage (and weigh longer episodes more); returns-to-go
+  would still credit that wrong attempt with the success that followed it. Per-turn credit makes
+  every wrong attempt count against and every right one for; the caveat is that a less-wrong
+  answer can score above a group of worse ones, which the paper's graded rewards intend.
   Dr. GRPO (Liu et al., 2025, arXiv 2503.20783) drops the std scaling: `scale_by_std=False`.
 - PPO: the learner's value head scores every turn's prompt; GAE runs over the turns of each
   episode (`learner.advantages.gae_over_turns`), as RL4VLM treats one reply as one action.
@@ -19,36 +26,44 @@ from collections.abc import Callable
 import numpy as np
 
 from cluster.rollout import Episode, Turn
-from learner.advantages import gae_over_turns, group_normalised_advantages
+from learner.advantages import gae_over_turns, turn_group_advantages
 from learner.batch import Sample
 
 
-def turn_sample(episode: Episode, turn: Turn, *, advantage: float = 0.0) -> Sample:
-    """The learner sample of one turn (its prompt is the whole conversation so far)."""
+def turn_sample(turn: Turn, *, advantage: float = 0.0) -> Sample:
+    """The learner sample of one turn (its prompt is the whole conversation so far).
+
+    It carries the turn's picture and the temperature the turn was sampled at (0 = greedy): the
+    server's log-probs are under it, so the learner scores the turn at it too
+    (`learner.batch.Sample.temperature`).
+    """
     return Sample(
         prompt_ids=turn.prompt_ids,
         output_ids=turn.output_ids,
         logprobs=turn.logprobs,
+        temperature=turn.temperature,
         advantage=advantage,
-        images=[episode.image] if episode.image is not None else None,
-        group=episode.group,
-        policy_version=turn.policy_version,
+        images=[turn.image] if turn.image is not None else None,
     )
 
 
 def grpo_samples(episodes: list[Episode], *, scale_by_std: bool = True) -> list[Sample]:
-    """Samples whose advantage is the episode's group-normalised total reward."""
-    advantages = group_normalised_advantages(
-        [ep.total_reward for ep in episodes], [ep.group for ep in episodes], scale_by_std=scale_by_std
+    """Samples whose advantage is the turn's own reward, normalised over its group's turns."""
+    advantages = turn_group_advantages(
+        [[t.reward for t in ep.turns] for ep in episodes], [ep.group for ep in episodes], scale_by_std=scale_by_std
     )
-    return [turn_sample(ep, turn, advantage=float(adv)) for ep, adv in zip(episodes, advantages) for turn in ep.turns]
+    return [
+        turn_sample(turn, advantage=adv)
+        for ep, turn_advantages in zip(episodes, advantages, strict=True)
+        for turn, adv in zip(ep.turns, turn_advantages, strict=True)
+    ]
 
 
 def ppo_samples(
     episodes: list[Episode], values: Callable[[list[Sample]], list[float]], *, gamma: float, lam: float
 ) -> list[Sample]:
     """Samples with GAE advantages over turns; `values(samples)` is the learner's value head."""
-    samples = [turn_sample(ep, turn) for ep in episodes for turn in ep.turns]
+    samples = [turn_sample(turn) for ep in episodes for turn in ep.turns]
     old_values = values(samples)
     if len(old_values) != len(samples):
         raise ValueError(f"values() returned {len(old_values)} values for {len(samples)} samples")
@@ -57,7 +72,7 @@ def ppo_samples(
         end = start + len(ep.turns)
         ep_values = [float(v) for v in old_values[start:end]]
         gae = gae_over_turns([t.reward for t in ep.turns], ep_values, gamma=gamma, lam=lam)
-        for sample, value, adv, ret in zip(samples[start:end], ep_values, gae.advantages, gae.returns):
+        for sample, value, adv, ret in zip(samples[start:end], ep_values, gae.advantages, gae.returns, strict=True):
             sample.value = value
             sample.advantage = float(adv)
             sample.return_ = float(ret)

@@ -3,13 +3,20 @@
 A `RolloutWorker` is a plain class (it tests without Ray); `fleet.py` launches it as a Ray actor.
 It holds up to `envs_per_actor` environment instances per variant and plays one episode per
 instance at a time with asyncio (design.md, "Data flow", step 2). Each turn the observation's chat
-messages (plus the image, for VL tasks) go to the policy through a Ray Serve `DeploymentHandle`:
+messages (plus the env's current picture, for VL tasks) go to the policy through a Ray Serve
+`DeploymentHandle`, typed by the serving contract (`serving.schemas`, the `/v1/generate` body):
 
-    reply = await policy.generate.remote({"messages": ..., "images": [...], "temperature": ...})
+    request = GenerateRequest(messages=..., images=[png_b64], temperature=..., seed=...)
+    reply = GenerateResponse.model_validate(await policy.generate.remote(request.model_dump()))
 
 The reply's `prompt_token_ids`, `output_token_ids`, `logprobs` and `policy_version` are kept as
 they are (token in, token out); its `text` goes to `env.step`, whose feedback becomes the next user
 turn (sequential revision). Episodes come back as `Episode` records.
+
+What the policy saw is what the learner trains on: each `Turn` carries the picture sent with its
+request (V-IRL draws a new one at every rail point; the PNG is re-encoded only when the env hands
+over a new array) and the temperature it was sampled at. An `EpisodeRequest.sampling_seed` makes
+the sampled replies reproducible: turn t's request seed is `turn_seed(sampling_seed, t)`.
 """
 
 from __future__ import annotations
@@ -26,15 +33,41 @@ from typing import Any
 import numpy as np
 
 from cluster.config import EnvConfig, SamplingConfig
+from serving.schemas import GenerateRequest, GenerateResponse
+
+SEED_SPACE = 2**63
+"""Request seeds lie in [0, SEED_SPACE), the server's range (`serving.schemas.SamplingParams.seed`)."""
 
 
 @dataclass(frozen=True)
 class EpisodeRequest:
-    """One episode to play: which seed, which GRPO group, which variant."""
+    """One episode to play: which seed, which GRPO group, which variant, which sampling noise.
+
+    `sampling_seed` (>= 0; the trainer derives it from the run seed, iteration and episode index)
+    seeds every sampled turn (`turn_seed`), so a replayed request replays the same replies. None:
+    the server draws fresh noise. Greedy requests (temperature 0) never carry a seed.
+    """
 
     seed: int
     group: int
     variant: str
+    sampling_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampling_seed is not None and self.sampling_seed < 0:
+            raise ValueError(
+                f"sampling_seed={self.sampling_seed} is negative; give a seed >= 0 (or None for unseeded sampling)"
+            )
+
+
+def turn_seed(sampling_seed: int, turn: int) -> int:
+    """Turn `turn`'s request seed: numpy's SeedSequence mix of (sampling_seed, turn), in [0, 2**63).
+
+    Stable across processes and Python versions (unlike `hash`), and distinct turns of one episode
+    (or the same turn of neighbouring episodes) get unrelated seeds.
+    """
+    (word,) = np.random.SeedSequence([sampling_seed, turn]).generate_state(1, dtype=np.uint64)
+    return int(word) % SEED_SPACE
 
 
 @dataclass
@@ -52,18 +85,40 @@ class Turn:
     """Server-side time the request waited for a batch (serving reply `timing`)."""
     generate_s: float = 0.0
     """Server-side time of the batch that generated this reply."""
+    temperature: float = 1.0
+    """The temperature of the request that produced this turn (0 = greedy); `logprobs` are under it."""
+    image: np.ndarray | None = None
+    """The picture sent with this turn's request (VL tasks), (H, W, 3) uint8; None for text tasks."""
+
+    @classmethod
+    def from_reply(
+        cls, reply: GenerateResponse, *, reward: float, temperature: float, image: np.ndarray | None
+    ) -> Turn:
+        """The turn of one reply, its ids exactly as generated."""
+        return cls(
+            prompt_ids=list(reply.prompt_token_ids),
+            output_ids=list(reply.output_token_ids),
+            logprobs=list(reply.logprobs),
+            reward=float(reward),
+            policy_version=reply.policy_version,
+            text=reply.text,
+            finish_reason=reply.finish_reason,
+            queue_s=reply.timing.queue_s,
+            generate_s=reply.timing.generate_s,
+            temperature=temperature,
+            image=image,
+        )
 
 
 @dataclass
 class Episode:
-    """A finished episode. `image` is the first user turn's picture (VL tasks), (H, W, 3) uint8."""
+    """A finished episode; each turn carries the picture its policy call saw (VL tasks)."""
 
     seed: int
     group: int
     variant: str
     success: bool
     turns: list[Turn]
-    image: np.ndarray | None = None
     final_info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -139,28 +194,21 @@ class RolloutWorker:
         """One episode with sequential revision: reply -> env.step -> feedback turn -> reply ..."""
         with env_clock:
             obs, info = env.reset(seed=request.seed)
-            image = obs.get("image")
-            images = [encode_png_base64(image)] if image is not None else []
+        pictures = _PictureEncoder()
         turns: list[Turn] = []
         # The env bounds the episode: it truncates after its attempt budget, and its registration's
         # max_episode_steps (gymnasium's TimeLimit) is the hard safety net.
         while True:
-            reply = await self._policy.generate.remote(generate_request(obs["messages"], images, sampling))
+            image = obs.get("image")  # this turn's picture: V-IRL draws a new one at every rail point
             with env_clock:
-                obs, reward, terminated, truncated, info = env.step(reply["text"])
-            turns.append(
-                Turn(
-                    prompt_ids=list(reply["prompt_token_ids"]),
-                    output_ids=list(reply["output_token_ids"]),
-                    logprobs=list(reply["logprobs"]),
-                    reward=float(reward),
-                    policy_version=int(reply["policy_version"]),
-                    text=reply["text"],
-                    finish_reason=reply["finish_reason"],
-                    queue_s=float(reply["timing"]["queue_s"]),
-                    generate_s=float(reply["timing"]["generate_s"]),
-                )
-            )
+                images = pictures.encoded(image)
+            seed = None if request.sampling_seed is None else turn_seed(request.sampling_seed, len(turns))
+            generate = generate_request(obs["messages"], images, sampling, seed=seed)
+            # The handle takes and returns the `/v1/generate` JSON body (serving/app.py).
+            reply = GenerateResponse.model_validate(await self._policy.generate.remote(generate.model_dump()))
+            with env_clock:
+                obs, reward, terminated, truncated, info = env.step(reply.text)
+            turns.append(Turn.from_reply(reply, reward=reward, temperature=generate.temperature, image=image))
             if terminated or truncated:
                 break
         return Episode(
@@ -169,20 +217,42 @@ class RolloutWorker:
             variant=request.variant,
             success=bool(info.get("success", False)),
             turns=turns,
-            image=image,
             final_info=json_safe(info),
         )
 
 
-def generate_request(messages: list[dict], images: list[str], sampling: SamplingConfig) -> dict:
-    """The serving handle's request body for one turn (serving contract: `POST /v1/generate`)."""
-    return {
-        "messages": messages,
-        "images": images,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "max_new_tokens": sampling.max_new_tokens,
-    }
+def generate_request(
+    messages: list[dict], images: list[str], sampling: SamplingConfig, *, seed: int | None
+) -> GenerateRequest:
+    """One turn's request (serving contract: `POST /v1/generate`); greedy (temperature 0) drops `seed`."""
+    return GenerateRequest(
+        messages=messages,
+        images=images,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_new_tokens=sampling.max_new_tokens,
+        seed=None if sampling.temperature == 0 else seed,
+    )
+
+
+class _PictureEncoder:
+    """One episode's request images: the env's picture as base64 PNG, re-encoded only when it changes.
+
+    The envs hand over the same array object while the picture stays (V-IRL between attempts at
+    one rail point) and a new array for a new picture, so identity decides.
+    """
+
+    def __init__(self) -> None:
+        self._image: np.ndarray | None = None
+        self._encoded: list[str] = []
+
+    def encoded(self, image: np.ndarray | None) -> list[str]:
+        """`[png_b64]` of `image`, or `[]` for a text task (no picture)."""
+        if image is None:
+            return []
+        if image is not self._image:
+            self._image, self._encoded = image, [encode_png_base64(image)]
+        return self._encoded
 
 
 def encode_png_base64(image: np.ndarray) -> str:

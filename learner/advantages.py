@@ -5,6 +5,14 @@
   last turn (bootstrap value 0).
 - `group_normalised_advantages`: GRPO (Shao et al., 2024) subtracts the mean reward of the group
   (episodes on the same seed) and divides by its std; Dr. GRPO (Liu et al., 2025) does not divide.
+- `turn_group_advantages`: GRPO on multi-turn episodes (sequential revision): each turn is
+  credited with its OWN reward, normalised over every turn of its group's episodes. Not the
+  episode's total reward (a wrong first attempt in an episode that later succeeds would get a
+  positive advantage, and longer episodes would weigh more), nor returns-to-go (the wrong attempt
+  before a success would still be credited with the success). The caveat: the baseline is the
+  group's, so under graded rewards a less-wrong answer (GP: -1, a legal formula of the wrong
+  value) scores above a group of worse ones (-3, illegal formulas) - which is what the paper's
+  graded rewards intend.
 - `whitened`: the paper's PPO whitens advantages over the whole rollout before its epochs; the
   statistics come as `Moments`, which ranks all-reduce (`learner.rl_stats`) so the whole batch's
   mean and std are used on every rank.
@@ -15,6 +23,7 @@ Pure Python + numpy; no torch.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -69,6 +78,24 @@ def group_normalised_advantages(rewards: list[float], groups: list[int], *, scal
         for i, value in zip(indices, centred, strict=True):
             advantages[i] = float(value)
     return advantages
+
+
+def turn_group_advantages(
+    turn_rewards: Sequence[Sequence[float]], groups: Sequence[int], *, scale_by_std: bool = True
+) -> list[list[float]]:
+    """Per-turn GRPO advantages: (r_t - mean) / (std + 1e-6) over all turns of the group's episodes.
+
+    `turn_rewards[e]` are episode e's per-turn rewards, `groups[e]` its group; returns one
+    advantage per turn, shaped like `turn_rewards`. Dr. GRPO (`scale_by_std=False`) only centres.
+    A turn credits its own reward, not the episode's (see the module docstring for why); a group
+    whose turns all scored alike (or that holds one turn) gets 0.
+    """
+    if len(turn_rewards) != len(groups):
+        raise ValueError(f"one group id per episode needed, got {len(groups)} for {len(turn_rewards)} episodes")
+    flat_rewards = [float(r) for rewards in turn_rewards for r in rewards]
+    flat_groups = [group for rewards, group in zip(turn_rewards, groups, strict=True) for _ in rewards]
+    flat = iter(group_normalised_advantages(flat_rewards, flat_groups, scale_by_std=scale_by_std))
+    return [[next(flat) for _ in rewards] for rewards in turn_rewards]
 
 
 class Moments(NamedTuple):

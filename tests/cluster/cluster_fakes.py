@@ -2,13 +2,17 @@
 
 FakeEnv: seed even -> the first answer "0" is right (one turn, +1). Seed odd -> "0" is wrong (-1,
 feedback "wrong"), and the policy's second answer "1" is right (+1). FakePolicy answers "1" when
-the last user message says "wrong", else "0" — so odd seeds take two turns.
+the last user message says "wrong", else "0" — so odd seeds take two turns. FakePolicy keeps the
+serving handle's typed contract: the request body must validate as `GenerateRequest`, the reply is
+a `GenerateResponse` body.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from serving.schemas import GenerateRequest, GenerateResponse, Timing
 
 
 class FakeEnv:
@@ -60,28 +64,32 @@ class _Generate:
 
 
 class FakePolicy:
-    """Duck-types a Serve DeploymentHandle: `await policy.generate.remote(request)`."""
+    """Duck-types a Serve DeploymentHandle: `await policy.generate.remote(body) -> reply body`.
+
+    Like `PolicyServer.generate`, it validates the body as a `GenerateRequest` (a malformed one
+    raises) and records the parsed requests in `requests`.
+    """
 
     def __init__(self, version: int = 0):
         self.version = version
-        self.requests: list[dict] = []
+        self.requests: list[GenerateRequest] = []
         self.generate = _Generate(self)
 
     async def reply(self, request: dict) -> dict:
         await asyncio.sleep(0)
-        self.requests.append(request)
-        last = request["messages"][-1]["content"]
+        parsed = GenerateRequest.model_validate(request)
+        self.requests.append(parsed)
+        last = parsed.messages[-1].content
         text = "1" if "wrong" in last else "0"
-        prompt = [len(m["content"]) for m in request["messages"]]
-        return {
-            "text": text,
-            "prompt_token_ids": prompt,
-            "output_token_ids": [int(text) + 10, 2],
-            "logprobs": [-0.5, -0.1],
-            "finish_reason": "stop",
-            "policy_version": self.version,
-            "timing": {"queue_s": 0.125, "generate_s": 0.25},
-        }
+        return GenerateResponse(
+            text=text,
+            prompt_token_ids=[len(m.content) for m in parsed.messages],
+            output_token_ids=[int(text) + 10, 2],
+            logprobs=[-0.5, -0.1],
+            finish_reason="stop",
+            policy_version=self.version,
+            timing=Timing(queue_s=0.125, generate_s=0.25),
+        ).model_dump()
 
 
 class FakeLearner:

@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from cluster.cli.main import app
 from cluster.cli.envs import ENVS, gp_typed_answer
+from cluster.cli.main import app
 
 runner = CliRunner()
 

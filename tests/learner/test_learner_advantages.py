@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from learner.advantages import Moments, gae_over_turns, group_normalised_advantages, whitened
+from learner.advantages import Moments, gae_over_turns, group_normalised_advantages, turn_group_advantages, whitened
 from learner.rl_stats import explained_variance
 
 
@@ -25,6 +25,30 @@ def test_group_normalised_advantages_grpo_and_dr_grpo():
     rewards, groups = [1.0, 0.0, 1.0, 1.0, 5.0], [0, 0, 1, 1, 2]
     assert group_normalised_advantages(rewards, groups) == pytest.approx([1.0, -1.0, 0.0, 0.0, 0.0], abs=1e-5)
     assert group_normalised_advantages(rewards, groups, scale_by_std=False) == pytest.approx([0.5, -0.5, 0.0, 0.0, 0.0])
+
+
+def test_turn_group_advantages_credit_each_turn_with_its_own_reward():
+    # One GP group (rewards +5 right, -1 wrong value, -3 illegal): right at once; wrong then right;
+    # wrong twice (truncated). Episode totals (5, 4, -2) would credit the wrong first attempt of
+    # the second episode with its later success; per-turn credit does not.
+    turn_rewards, groups = [[5.0], [-1.0, 5.0], [-1.0, -3.0]], [0, 0, 0]
+    advantages = turn_group_advantages(turn_rewards, groups)
+    flat_rewards, flat_advantages = sum(turn_rewards, []), sum(advantages, [])
+    assert [len(a) for a in advantages] == [1, 2, 2]
+    assert all((adv > 0) == (reward > 0) for reward, adv in zip(flat_rewards, flat_advantages, strict=True))
+    expected = (np.asarray(flat_rewards) - np.mean(flat_rewards)) / (np.std(flat_rewards) + 1e-6)
+    assert flat_advantages == pytest.approx(expected.tolist())
+    centred = turn_group_advantages(turn_rewards, groups, scale_by_std=False)
+    assert sum(centred, []) == pytest.approx((np.asarray(flat_rewards) - np.mean(flat_rewards)).tolist())
+
+
+def test_turn_group_advantages_normalise_within_each_group_only():
+    # Group 1's turns all scored alike: nothing to prefer, 0. The graded-rewards caveat: in an
+    # all-wrong group the less-wrong answer (-1) still gets a positive advantage.
+    advantages = turn_group_advantages([[-1.0], [-3.0], [5.0, 5.0]], [0, 0, 1])
+    assert advantages[0][0] > 0 > advantages[1][0] and advantages[2] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="one group id per episode"):
+        turn_group_advantages([[1.0]], [0, 1])
 
 
 def test_whitening_uses_the_moments_given_so_shards_share_the_batch_statistics():
