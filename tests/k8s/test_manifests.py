@@ -4,8 +4,12 @@ Offline checks, on k8s/ (GPU) and on the CPU overlay k8s/overlays/cpu rendered h
 (and compared with kustomize's own rendering where kubectl is installed): built-in kinds and every
 pod template inside the Ray kinds pass `kubernetes-validate`; serveConfigV2 passes Ray Serve's
 schema and its import path builds; the RayJob's entry point, flags and config load and fit the
-cluster; rayVersion and the Dockerfile's Ray equal the installed Ray; retries resume from the
-volume; ../shared/tools/validate-k8s (KubeRay CRDs and operator rules) passes.
+cluster pod by pod (the driver's own preflight, on the pods' Ray resources), and so does every
+shipped config on the GPU cluster; learners take whole GPU nodes; rayVersion and the Dockerfile's
+Ray, torch, transformers and DeepSpeed equal the installed ones, and it prebuilds DeepSpeed's Adam;
+retries resume from the volume, and an attempt whose cluster never comes up fails;
+../shared/tools/validate-k8s (KubeRay CRDs and operator rules) passes. What each pod holds (memory,
+volume, GPUs, NCCL) is test_pod_resources.py's.
 
     .venv/bin/python -m pytest tests/k8s -q
 """
@@ -14,174 +18,45 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.metadata
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import kubernetes_validate
 import pytest
 import ray
 import yaml
+from k8s_manifests import (
+    GPU,
+    K8S,
+    OVERLAY,
+    RAY_KINDS,
+    REPO,
+    advertised,
+    by_kind,
+    capacity,
+    cluster_spec,
+    groups,
+    job_argv,
+    load_docs,
+    pods,
+    pvc_mounts,
+    quantity,
+    serve_app,
+)
 from ray.serve.schema import ServeDeploySchema
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "k8s"
-OVERLAY = K8S / "overlays" / "cpu"
+from cluster.config import CONFIG_DIR, load_config
+from cluster.preflight import check_resources
+
 VALIDATE_K8S = REPO.parent / "shared" / "tools" / "validate-k8s"
 K8S_VERSION = "1.33.0"  # validate-k8s's default
-RAY_KINDS = ("RayCluster", "RayJob", "RayService")
-MANIFESTS = ("checkpoints-pvc.yaml", "raycluster.yaml", "rayjob-train.yaml", "rayservice-policy.yaml")
-GPU = "nvidia.com/gpu"
 SERVED = "policy"  # the RayService serves <RayJob --run-dir>/policy, the run's exported policy
-OVERLAY_FEATURES = {"apiVersion", "kind", "resources", "images", "patches", "replacements"}
-
-
-def load_docs(text: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
-def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    kinds = {doc["kind"]: doc for doc in docs}
-    assert len(kinds) == len(docs), "one object per kind expected"
-    return kinds
-
-
-def resolve(doc: Any, pointer: str) -> tuple[Any, str | int]:
-    """(parent, key) of the node at a JSON pointer (RFC 6901); KeyError/IndexError if absent."""
-    *parents, last = [t.replace("~1", "/").replace("~0", "~") for t in pointer.lstrip("/").split("/")]
-    for token in parents:
-        doc = doc[int(token)] if isinstance(doc, list) else doc[token]
-    key = int(last) if isinstance(doc, list) else last
-    doc[key]  # noqa: B018 -- raises when the path does not exist
-    return doc, key
-
-
-def apply_json6902(doc: dict[str, Any], ops: list[dict[str, Any]]) -> None:
-    """The `test`, `replace` and `remove` ops of a JSON patch (all the overlay uses), in place."""
-    for op in ops:
-        parent, key = resolve(doc, op["path"])
-        if op["op"] == "test":
-            assert parent[key] == op["value"], f"patch test failed: {op['path']} is {parent[key]!r}"
-        elif op["op"] == "replace":
-            parent[key] = copy.deepcopy(op["value"])
-        elif op["op"] == "remove":
-            del parent[key]
-        else:
-            raise AssertionError(f"op {op['op']!r} unsupported here: extend apply_json6902 or use another op")
-
-
-def render_overlay(directory: Path) -> list[dict[str, Any]]:
-    """Kustomize build of `directory`, for the features the CPU overlay uses (fails on others)."""
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    assert set(kustomization) <= OVERLAY_FEATURES, f"extend render_overlay for {set(kustomization) - OVERLAY_FEATURES}"
-    docs = [doc for path in kustomization["resources"] for doc in load_docs((directory / path).read_text())]
-    named = {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
-    for patch in kustomization.get("patches", []):
-        apply_json6902(named[(patch["target"]["kind"], patch["target"]["name"])], yaml.safe_load(patch["patch"]))
-    for image in kustomization.get("images", []):
-        for doc in docs:
-            for container in containers(doc):
-                if container["image"].split(":")[0] == image["name"]:
-                    container["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"
-    for replacement in kustomization.get("replacements", []):
-        source = replacement["source"]
-        parent, key = resolve(named[(source["kind"], source["name"])], "/" + source["fieldPath"].replace(".", "/"))
-        for target in replacement["targets"]:
-            for field in target["fieldPaths"]:
-                into, at = resolve(
-                    named[(target["select"]["kind"], target["select"]["name"])], "/" + field.replace(".", "/")
-                )
-                into[at] = copy.deepcopy(parent[key])
-    return docs
-
-
-@pytest.fixture(scope="module")
-def base() -> dict[str, dict[str, Any]]:
-    return by_kind([doc for name in MANIFESTS for doc in load_docs((K8S / name).read_text())])
-
-
-@pytest.fixture(scope="module")
-def cpu() -> dict[str, dict[str, Any]]:
-    return by_kind(render_overlay(OVERLAY))
-
-
-@pytest.fixture(params=["base", "cpu"])
-def manifests(request) -> dict[str, dict[str, Any]]:
-    """k8s/ (GPU) and the rendered CPU overlay, in turn."""
-    return request.getfixturevalue(request.param)
-
-
-def cluster_spec(doc: dict[str, Any]) -> dict[str, Any]:
-    spec = doc["spec"]
-    return {"RayCluster": spec, "RayJob": spec.get("rayClusterSpec"), "RayService": spec.get("rayClusterConfig")}[
-        doc["kind"]
-    ]
-
-
-def groups(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """("head", head group), then (groupName, group) of every worker group."""
-    spec = cluster_spec(doc)
-    yield "head", spec["headGroupSpec"]
-    for group in spec.get("workerGroupSpecs", []):
-        yield group["groupName"], group
-
-
-def containers(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    if doc["kind"] in RAY_KINDS:
-        for _, group in groups(doc):
-            yield from group["template"]["spec"]["containers"]
-
-
-def advertised(group: dict[str, Any]) -> dict[str, float]:
-    r"""Custom resources of `rayStartParams.resources`, written shell-quoted: '"{\\"learner\\": 1}"'."""
-    text = group.get("rayStartParams", {}).get("resources")
-    return json.loads(shlex.split(text)[0]) if text else {}
-
-
-def quantity(text: str, units: dict[str, int]) -> int:
-    """A Kubernetes quantity in the smallest of `units` ('250m' -> 250 with {'m': 1, '': 1000})."""
-    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(text)).groups()
-    return int(float(number) * units[unit])
-
-
-class Capacity(NamedTuple):
-    """What one worker group offers Ray: its own resource's units, CPUs and GPUs, over all pods."""
-
-    units: float
-    cpus: float
-    gpus: int
-
-
-def capacity(name: str, group: dict[str, Any]) -> Capacity:
-    pods = group["replicas"]
-    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
-    cpus = float(group["rayStartParams"].get("num-cpus") or quantity(limits["cpu"], {"m": 1, "": 1000}) / 1000)
-    return Capacity(pods * advertised(group).get(name, 0), pods * cpus, pods * int(limits.get(GPU, 0)))
-
-
-def pvc_mounts(group: dict[str, Any], claim: str) -> list[str]:
-    """Mount paths, in the group's first container, of volumes backed by PVC `claim`."""
-    spec = group["template"]["spec"]
-    names = {v["name"] for v in spec.get("volumes", []) if v.get("persistentVolumeClaim", {}).get("claimName") == claim}
-    return [
-        m["mountPath"].rstrip("/") + "/" for m in spec["containers"][0].get("volumeMounts", []) if m["name"] in names
-    ]
-
-
-def job_argv(manifests: dict[str, dict[str, Any]]) -> list[str]:
-    return shlex.split(manifests["RayJob"]["spec"]["entrypoint"])
-
-
-def serve_app(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    (application,) = yaml.safe_load(manifests["RayService"]["spec"]["serveConfigV2"])["applications"]
-    return application
 
 
 def test_builtin_kinds_pass_kubernetes_validate(manifests):
@@ -211,6 +86,25 @@ def test_ray_version_matches_installed_ray(manifests):
         assert cluster_spec(manifests[kind])["rayVersion"] == ray.__version__, kind
 
 
+@pytest.mark.parametrize("package", ["torch", "transformers", "deepspeed"])
+def test_dockerfile_pins_the_tested_version_of(package):
+    pinned = re.search(rf"^ARG {package.upper()}_VERSION=(\S+)$", (K8S / "Dockerfile").read_text(), re.M)
+    tested = importlib.metadata.version(package).split("+")[0]  # 2.13.0+cpu: the image picks the CUDA build
+    assert pinned and pinned.group(1) == tested, (
+        f"the image pins {package} {pinned and pinned.group(1)}, tests ran {tested}"
+    )
+
+
+def test_dockerfile_prebuilds_the_deepspeed_adam_the_configs_use():
+    # FusedAdam is what ZeRO-3 without offload steps with for `deepspeed_adamw`; built at start,
+    # it costs every rank minutes (k8s/Dockerfile says why it is prebuilt instead).
+    if not any(load_config(path).learner.optimizer == "deepspeed_adamw" for path in sorted(CONFIG_DIR.glob("*.yaml"))):
+        pytest.skip("no shipped config uses deepspeed_adamw: nothing for DeepSpeed to compile")
+    dockerfile = (K8S / "Dockerfile").read_text()
+    assert "DS_BUILD_FUSED_ADAM=1" in dockerfile and "--no-build-isolation" in dockerfile
+    assert "ds_report" in dockerfile and "installed_ops['fused_adam']" in dockerfile
+
+
 def test_dockerfile_builds_on_the_installed_ray_and_copies_what_exists():
     dockerfile = (K8S / "Dockerfile").read_text()
     assert re.search(rf"^ARG RAY_VERSION={re.escape(ray.__version__)}$", dockerfile, re.M)
@@ -235,12 +129,21 @@ def test_gpu_groups_advertise_their_resource_with_whole_gpus(base):
                 continue
             assert set(advertised(group)) == {name}, f"{kind}/{name} must advertise `{name}` only"
             gpus = [c["resources"]["limits"].get(GPU) for c in spec["containers"]]
-            assert gpus == (["1"] if name in ("learner", "policy") else [None]), f"{kind}/{name}: {gpus}"
+            units = advertised(group)[name]
+            if name == "learner":  # one pod per GPU node, holding all its GPUs: one unit per GPU
+                assert len(gpus) == 1 and int(gpus[0]) == units > 1, f"{kind}/{name}: {gpus} GPUs, {units} units"
+            else:
+                assert gpus == (["1"] if name == "policy" else [None]), f"{kind}/{name}: {gpus}"
             assert bool(spec.get("nodeSelector")) == bool(spec.get("tolerations")) == (name != "rollout")
 
 
 def test_rayjob_runs_the_raycluster_spec(manifests):
     assert cluster_spec(manifests["RayJob"]) == manifests["RayCluster"]["spec"]
+
+
+def test_rayjob_fails_an_attempt_whose_cluster_never_comes_up(manifests):
+    job = manifests["RayJob"]["spec"]  # the CRD field: validate-k8s rejects unknown ones
+    assert 0 < job["preRunningDeadlineSeconds"] < job["activeDeadlineSeconds"]
 
 
 def test_rayjob_retries_resume_from_the_volume(manifests):
@@ -263,19 +166,18 @@ def test_rayjob_entry_point_loads_and_fits_its_cluster(manifests, monkeypatch):
     args = train.parse_args(argv[3:])  # every flag in the manifest is one the driver accepts
     monkeypatch.chdir(REPO)  # the image's WORKDIR holds the project; the config path is relative to it
     config = train.load_config(args.config, args.overrides)
-    have = {name: capacity(name, group) for name, group in groups(manifests["RayJob"]) if name != "head"}
-    ranks, serving, rollout = config.run.learner_ranks, config.serving, config.rollout
     # Every actor asks for one unit of its group's resource, so it can only land on that group.
     assert config.run.learner_resources.get("learner") == 1
-    assert serving.resources_per_replica.get("policy") == 1
-    assert rollout.resources_per_actor.get("rollout") == 1
-    assert have["learner"].units >= ranks and have["learner"].cpus >= ranks
-    assert have["learner"].gpus in (0, ranks), "one GPU per learner rank, or none"
-    assert have["policy"].units >= serving.num_replicas
-    assert have["policy"].cpus >= serving.num_replicas * serving.num_cpus_per_replica
-    assert have["policy"].gpus >= serving.num_replicas * serving.num_gpus_per_replica
-    assert have["rollout"].units >= rollout.n_actors
-    assert have["rollout"].cpus >= rollout.n_actors * rollout.num_cpus_per_actor
+    assert config.serving.resources_per_replica.get("policy") == 1
+    assert config.rollout.resources_per_actor.get("rollout") == 1
+    learner_gpus = {pod["GPU"] for pod in pods(manifests["RayJob"]) if "learner" in pod}
+    assert learner_gpus == {0} or config.run.learner_resources.get("GPU") == 1, "one GPU per rank on GPU pods"
+    check_resources(config, pods(manifests["RayJob"]))  # the driver's preflight, pod by pod
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_config_fits_the_gpu_cluster(base, path):
+    check_resources(load_config(path), pods(base["RayCluster"]))
 
 
 def test_serve_config_passes_ray_serve_schema_and_serves_the_run(manifests):
