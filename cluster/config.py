@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,9 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from learner.config import LearnerConfig
 from serving.config import ServingConfig
 
+if TYPE_CHECKING:
+    from envs.splits import Split
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 Task = Literal["gp-l", "gp-vl", "virl-l", "virl-vl"]
+Role = Literal["train", "eval"]
 
 
 @dataclass(frozen=True)
@@ -54,21 +58,30 @@ class _Strict(BaseModel):
 
 
 class EnvConfig(_Strict):
-    """Which environment the run trains and evaluates on."""
+    """Which environment the run trains and evaluates on, and which of its tasks each side sees."""
 
-    task: Task = "gp-l"
-    """gp-l / gp-vl: GeneralPoints as text / image; virl-l / virl-vl: V-IRL as text / image."""
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Extra keyword arguments for `gymnasium.make` (e.g. `target: 24`, `max_attempts: 5`)."""
+    task: Task = Field(
+        "gp-l", description="gp-l / gp-vl: GeneralPoints as text / image; virl-l / virl-vl: V-IRL as text / image."
+    )
+    split: Literal["held_out", "none"] = Field(
+        "held_out",
+        description="held_out: RL rollouts and SFT data on split='train' hands/routes, evaluation on split='eval' "
+        "ones (envs.splits); none: split='all' everywhere, the paper's no-split protocol.",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra keyword arguments for `gymnasium.make` (e.g. `target: 24`, `max_attempts: 5`).",
+    )
 
     @field_validator("kwargs")
     @classmethod
     def _no_driver_owned_kwargs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
-        owned = sorted({"variant", "modality"} & kwargs.keys())
+        owned = sorted({"variant", "modality", "split"} & kwargs.keys())
         if owned:
             raise ValueError(
-                f"env.kwargs sets {owned}, which the driver chooses per task and evaluation "
-                "variant; remove them (pick the modality with env.task, e.g. env.task=gp-vl)"
+                f"env.kwargs sets {owned}, which the driver chooses per task, role and evaluation "
+                "variant; remove them (pick the modality with env.task, e.g. env.task=gp-vl, and the "
+                "held-out protocol with env.split=held_out|none)"
             )
         return kwargs
 
@@ -77,45 +90,54 @@ class EnvConfig(_Strict):
         """The task's environment id, modality and evaluation variants."""
         return TASKS[self.task]
 
-    def make(self, variant: str) -> Any:
-        """A new environment of the task's `variant`: its env id and modality, plus `kwargs`."""
+    def split_for(self, role: Role) -> Split:
+        """The envs' `split` for a role: "train" (RL rollouts, SFT data) or "eval"; "all" when env.split=none."""
+        return role if self.split == "held_out" else "all"
+
+    def make(self, variant: str, split: Split) -> Any:
+        """A new environment of the task's `variant` dealing `split`'s tasks: env id, modality, plus `kwargs`."""
         import gymnasium
 
         import envs  # noqa: F401  (registers the sftrl/* ids)
 
-        return gymnasium.make(self.spec.env_id, variant=variant, modality=self.spec.modality, **self.kwargs)
+        return gymnasium.make(
+            self.spec.env_id, variant=variant, modality=self.spec.modality, split=split, **self.kwargs
+        )
 
 
 class SamplingConfig(_Strict):
     """How the policy samples a reply (sent with every generate request)."""
 
-    temperature: float = Field(1.0, ge=0.0)
-    """Softmax temperature; 0 means greedy decoding."""
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    """Nucleus sampling mass."""
-    max_new_tokens: int = Field(256, gt=0)
-    """Upper bound on generated tokens per turn."""
+    temperature: float = Field(
+        1.0, ge=0.0, description="Softmax temperature; 0 = greedy. For rollouts, also what the learner divides by."
+    )
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (evaluation only; rollouts need 1).")
+    max_new_tokens: int = Field(256, gt=0, description="Upper bound on generated tokens per turn.")
 
 
 class RolloutConfig(_Strict):
-    """The rollout actor fleet: who plays how many episodes per RL iteration."""
+    """The rollout actor fleet: who plays how many episodes per RL iteration, sampled how."""
 
-    n_actors: int = Field(2, gt=0)
-    """Rollout actors (Ray actors, CPU)."""
-    envs_per_actor: int = Field(4, gt=0)
-    """Environment instances each actor plays concurrently (asyncio)."""
-    episodes_per_iteration: int = Field(16, gt=0)
-    """Episodes collected per RL iteration, over all actors."""
-    group_size: int = Field(1, gt=0)
-    """Episodes per training seed (a GRPO group); episodes_per_iteration must be a multiple."""
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    """Sampling for training rollouts."""
-    num_cpus_per_actor: float = Field(0.25, ge=0.0)
-    """Ray CPUs reserved per actor (actors mostly wait on the policy server)."""
-    resources_per_actor: dict[str, float] = Field(default_factory=dict)
-    """Custom Ray resources per actor, e.g. {rollout: 1} to land on KubeRay's rollout group."""
-    probe_timeout_s: float = Field(60.0, gt=0.0)
-    """How long to wait for a crashed actor that Ray restarts before replacing it."""
+    n_actors: int = Field(2, gt=0, description="Rollout actors (Ray actors, CPU).")
+    envs_per_actor: int = Field(4, gt=0, description="Environment instances each actor plays concurrently (asyncio).")
+    episodes_per_iteration: int = Field(16, gt=0, description="Episodes collected per RL iteration, over all actors.")
+    group_size: int = Field(
+        1, gt=0, description="Episodes per training seed (a GRPO group); episodes_per_iteration must be a multiple."
+    )
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig,
+        description="The behaviour policy: sampling of training rollouts; its temperature is the one source of truth.",
+    )
+    num_cpus_per_actor: float = Field(
+        0.25, ge=0.0, description="Ray CPUs reserved per actor (actors mostly wait on the policy server)."
+    )
+    resources_per_actor: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per actor, e.g. {rollout: 1} to land on KubeRay's rollout group.",
+    )
+    probe_timeout_s: float = Field(
+        60.0, gt=0.0, description="How long to wait for a crashed actor that Ray restarts before replacing it."
+    )
 
     @model_validator(mode="after")
     def _whole_groups(self) -> RolloutConfig:
@@ -126,54 +148,78 @@ class RolloutConfig(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _full_softmax(self) -> RolloutConfig:
+        # The server's log-probs are of the full softmax at the temperature, not renormalised over
+        # the nucleus; the learner recomputes them from the logits alone, so with top_p < 1 it
+        # would score tokens under a distribution they were not sampled from.
+        if self.sampling.top_p < 1:
+            raise ValueError(
+                f"rollout.sampling.top_p={self.sampling.top_p} < 1: the server's log-probs are not truncated "
+                "to the nucleus, so the learner cannot recompute the distribution the rollouts were "
+                "sampled from; set rollout.sampling.top_p=1 (eval.sampling may keep a top_p)"
+            )
+        return self
+
 
 class EvalConfig(_Strict):
-    """Held-out evaluation on every variant of the task (EVAL_SEEDS)."""
+    """Held-out evaluation on every variant of the task (EVAL_SEEDS; env.split='eval' tasks unless split=none)."""
 
-    every_n_iterations: int = Field(0, ge=0)
-    """Evaluate after every N RL iterations; 0 = only after the last one."""
-    after_sft: bool = False
-    """Also evaluate right after the SFT phase (logged at RL iteration 0): SFT vs RL in one run."""
-    episodes_per_variant: int = Field(32, gt=0)
-    """Episodes per variant (id, rule_ood, visual_ood for VL tasks)."""
-    greedy: bool = True
-    """Greedy decoding (temperature 0); false samples with eval.sampling."""
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    """Sampling when greedy is false; its max_new_tokens applies in both cases."""
+    every_n_iterations: int = Field(
+        0, ge=0, description="Evaluate after every N RL iterations; 0 = only after the last one."
+    )
+    after_sft: bool = Field(
+        False, description="Also evaluate right after the SFT phase (logged at RL iteration 0): SFT vs RL in one run."
+    )
+    episodes_per_variant: int = Field(
+        32, gt=0, description="Episodes per variant (id, rule_ood, visual_ood for VL tasks)."
+    )
+    greedy: bool = Field(True, description="Greedy decoding (temperature 0); false samples with eval.sampling.")
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig,
+        description="Sampling when greedy is false; its max_new_tokens applies in both cases.",
+    )
 
 
 class AdvantageConfig(_Strict):
     """How rewards become advantages (batch_builder.py)."""
 
-    gamma: float = Field(0.9, ge=0.0, le=1.0)
-    """PPO: discount between the turns of an episode (GAE over turns)."""
-    lam: float = Field(0.95, ge=0.0, le=1.0)
-    """PPO: GAE lambda."""
-    scale_by_std: bool = True
-    """GRPO: divide by the group's reward std; false is Dr. GRPO."""
+    gamma: float = Field(0.9, ge=0.0, le=1.0, description="PPO: discount between the turns of an episode (GAE).")
+    lam: float = Field(0.95, ge=0.0, le=1.0, description="PPO: GAE lambda.")
+    scale_by_std: bool = Field(True, description="GRPO: divide by the group's reward std; false is Dr. GRPO.")
 
 
 class RunConfig(_Strict):
     """Phases, checkpoints, seeds and learner placement of one run."""
 
-    sft_steps: int = Field(0, ge=0)
-    """SFT optimizer steps on oracle demonstrations before any RL iteration."""
-    sft_batch_size: int = Field(8, gt=0)
-    """Samples (policy turns) per SFT step."""
-    iterations: int = Field(0, ge=0)
-    """RL iterations (collect -> batch -> learner step -> broadcast weights)."""
-    checkpoint_every: int = Field(1, ge=0)
-    """Checkpoint after SFT, every N RL iterations and at the end; 0 = never (no --resume)."""
-    seed: int = 0
-    """Seeds the training-seed stream (which hands/routes are played) and the learner."""
-    learner_ranks: int = Field(1, gt=0)
-    """DeepSpeed ZeRO-3 learner ranks (Ray actors in one placement group)."""
-    learner_resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
-    """Ray resources per learner rank, e.g. {CPU: 4, GPU: 1} or a custom {learner: 1}."""
-    serve_http: bool = False
-    """Also serve the policy over HTTP (serving.host:serving.port) while training."""
-    num_cpus: int | None = Field(None, gt=0)
-    """CPUs for a Ray cluster this run starts itself (None: the machine's); ignored under a job."""
+    sft_steps: int = Field(0, ge=0, description="SFT optimizer steps on oracle demonstrations before any RL iteration.")
+    sft_batch_size: int = Field(8, gt=0, description="Samples (policy turns) per SFT step.")
+    iterations: int = Field(
+        0, ge=0, description="RL iterations (collect -> batch -> learner step -> broadcast weights)."
+    )
+    checkpoint_every: int = Field(
+        1, ge=0, description="Checkpoint after SFT, every N RL iterations and at the end; 0 = never (no --resume)."
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Seeds which hands/routes are played, the SFT data and the rollouts' sampling (sampling_seed).",
+    )
+    learner_ranks: int = Field(
+        1, gt=0, description="DeepSpeed ZeRO-3 learner ranks (Ray actors in one placement group)."
+    )
+    learner_resources: dict[str, float] = Field(
+        default_factory=lambda: {"CPU": 1.0},
+        description="Ray resources per learner rank, e.g. {CPU: 4, GPU: 1} or a custom {learner: 1}.",
+    )
+    serve_http: bool = Field(
+        False, description="Also serve the policy over HTTP (serving.host:serving.port) while training."
+    )
+    num_cpus: int | None = Field(
+        None,
+        gt=0,
+        description="CPUs for a Ray cluster this run starts itself (None: the machine's); ignored under a job.",
+    )
 
 
 class TrainConfig(_Strict):
@@ -183,13 +229,13 @@ class TrainConfig(_Strict):
     server starts from the weights the learner trains); set both only to the same name.
     """
 
-    run: RunConfig = Field(default_factory=RunConfig)
-    env: EnvConfig = Field(default_factory=EnvConfig)
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    advantage: AdvantageConfig = Field(default_factory=AdvantageConfig)
-    learner: LearnerConfig = Field(default_factory=LearnerConfig)
-    serving: ServingConfig = Field(default_factory=ServingConfig)
+    run: RunConfig = Field(default_factory=RunConfig, description="Phases, checkpoints, seed, learner placement.")
+    env: EnvConfig = Field(default_factory=EnvConfig, description="The task and its held-out protocol.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="The rollout fleet and its sampling.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation of every variant.")
+    advantage: AdvantageConfig = Field(default_factory=AdvantageConfig, description="Rewards -> advantages.")
+    learner: LearnerConfig = Field(default_factory=LearnerConfig, description="The ZeRO-3 learner (learner/config.py).")
+    serving: ServingConfig = Field(default_factory=ServingConfig, description="The policy server (serving/config.py).")
 
     @model_validator(mode="before")
     @classmethod

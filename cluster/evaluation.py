@@ -1,8 +1,10 @@
-"""The evaluation harness: every variant of a task on held-out seeds (envs.seeds.EVAL_SEEDS).
+"""The evaluation harness: every variant of a task on held-out seeds and held-out tasks.
 
 For each variant (id, rule_ood, and visual_ood for VL tasks) it plays `episodes_per_variant`
 episodes on the first seeds of EVAL_SEEDS (the same seeds at every evaluation, so numbers are
-comparable across iterations) through the rollout fleet, greedy or sampled, and reports:
+comparable across iterations) through the rollout fleet, greedy or sampled, on envs that deal
+`env.split_for("eval")` tasks: GP card multisets training never deals and V-IRL routes it never
+walks (envs.splits), or every task under env.split=none (the paper's no-split protocol). It reports:
 
 - `success`: solved within the attempt budget;
 - `first_attempt_success`: solved with no failed attempt (no turn with a non-positive reward);
@@ -34,6 +36,8 @@ from serving.config import ServingConfig
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from envs.splits import Split
+
 
 @dataclass
 class VariantResult:
@@ -60,18 +64,19 @@ def eval_sampling(config: EvalConfig) -> SamplingConfig:
     return config.sampling
 
 
-def eval_requests(variant: str, n_episodes: int) -> list[EpisodeRequest]:
-    """The first `n_episodes` held-out seeds, one group each."""
-    return [EpisodeRequest(seed=EVAL_SEEDS[i], group=i, variant=variant) for i in range(n_episodes)]
+def eval_requests(variant: str, n_episodes: int, *, split: Split = "eval") -> list[EpisodeRequest]:
+    """The first `n_episodes` held-out seeds, one group each, on envs dealing `split`'s tasks (held-out ones)."""
+    return [EpisodeRequest(seed=EVAL_SEEDS[i], group=i, variant=variant, split=split) for i in range(n_episodes)]
 
 
 def evaluate(fleet: RolloutFleet, env_config: EnvConfig, config: EvalConfig, *, out_dir: Path) -> list[VariantResult]:
-    """Evaluate every variant of the task; writes the JSONL and CSV files under `out_dir`."""
+    """Evaluate every variant of the task on env.split_for("eval") tasks; writes JSONL and CSV under `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sampling = eval_sampling(config)
     results = []
     for variant in env_config.spec.variants:
-        collected = fleet.collect(eval_requests(variant, config.episodes_per_variant), sampling)
+        requests = eval_requests(variant, config.episodes_per_variant, split=env_config.split_for("eval"))
+        collected = fleet.collect(requests, sampling)
         write_episodes(out_dir / f"episodes_{variant}.jsonl", collected.episodes)
         results.append(score_variant(variant, collected.episodes, dropped=collected.dropped))
     write_summary_csv(out_dir / "summary.csv", results)

@@ -30,6 +30,9 @@ class LearnerPort(Protocol):
     def values(self, samples: list[Sample]) -> list[float]:
         """Value-head estimates, one per sample, in the order given (learner.algo='ppo')."""
 
+    def begin_rl(self) -> bool:
+        """Start the RL phase: fresh optimizer and LR schedule; False (nothing changed) if already in it."""
+
     def export_weights(self) -> Any:
         """The policy's full weights (an ObjectRef of a CPU state dict) for `PolicyPort.push`."""
 

@@ -28,12 +28,15 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cluster.config import EnvConfig, SamplingConfig
 from serving.schemas import GenerateRequest, GenerateResponse
+
+if TYPE_CHECKING:
+    from envs.splits import Split
 
 SEED_SPACE = 2**63
 """Request seeds lie in [0, SEED_SPACE), the server's range (`serving.schemas.SamplingParams.seed`)."""
@@ -41,7 +44,10 @@ SEED_SPACE = 2**63
 
 @dataclass(frozen=True)
 class EpisodeRequest:
-    """One episode to play: which seed, which GRPO group, which variant, which sampling noise.
+    """One episode to play: which seed, which GRPO group, which variant and split, which sampling noise.
+
+    `split` is the envs' held-out split the episode's env deals (envs.splits): the trainer sends
+    "train" for training, the evaluation harness "eval"; "all" (the envs' default) is no split.
 
     `sampling_seed` (>= 0; the trainer derives it from the run seed, iteration and episode index)
     seeds every sampled turn (`turn_seed`), so a replayed request replays the same replies. None:
@@ -52,6 +58,7 @@ class EpisodeRequest:
     group: int
     variant: str
     sampling_seed: int | None = None
+    split: Split = "all"
 
     def __post_init__(self) -> None:
         if self.sampling_seed is not None and self.sampling_seed < 0:
@@ -140,16 +147,21 @@ class RolloutWorker:
     """Plays episodes of one task against a policy handle with `generate.remote(request) -> reply`.
 
     `policy` is a Serve DeploymentHandle (or any object with the same `generate.remote` awaitable).
-    `make_env(variant)` builds one environment; the default uses `gymnasium.make` for the task.
+    `make_env(variant, split)` builds one environment; the default is `EnvConfig.make` for the task.
     """
 
     def __init__(
-        self, env_config: EnvConfig, policy: Any, *, envs_per_actor: int, make_env: Callable[[str], Any] | None = None
+        self,
+        env_config: EnvConfig,
+        policy: Any,
+        *,
+        envs_per_actor: int,
+        make_env: Callable[[str, Split], Any] | None = None,
     ):
         self._policy = policy
         self._envs_per_actor = envs_per_actor
         self._make_env = make_env or env_config.make
-        self._envs: dict[str, list[Any]] = {}
+        self._envs: dict[tuple[str, Split], list[Any]] = {}
 
     def ping(self) -> str:
         """Health check for RLlib's FaultTolerantActorManager."""
@@ -161,21 +173,21 @@ class RolloutWorker:
         return await result if inspect.isawaitable(result) else result
 
     async def run_episodes(self, requests: list[EpisodeRequest], sampling: SamplingConfig) -> RolloutBatch:
-        """Play every request (at most envs_per_actor at once per variant) and return the episodes."""
+        """Play every request (at most envs_per_actor at once per variant and split) and return the episodes."""
         start = time.perf_counter()
         env_clock = _Clock()
-        pools = {variant: self._pool(variant) for variant in {r.variant for r in requests}}
+        pools = {key: self._pool(*key) for key in {(r.variant, r.split) for r in requests}}
         episodes = await asyncio.gather(
-            *(self._play(pools[r.variant], r, sampling=sampling, env_clock=env_clock) for r in requests)
+            *(self._play(pools[r.variant, r.split], r, sampling=sampling, env_clock=env_clock) for r in requests)
         )
         return RolloutBatch(episodes=list(episodes), wall_s=time.perf_counter() - start, env_s=env_clock.total_s)
 
-    def _pool(self, variant: str) -> asyncio.Queue:
-        """A queue of this variant's idle envs (built once, reused by every call)."""
-        if variant not in self._envs:
-            self._envs[variant] = [self._make_env(variant) for _ in range(self._envs_per_actor)]
+    def _pool(self, variant: str, split: Split) -> asyncio.Queue:
+        """A queue of this variant's idle envs dealing `split` (built once, reused by every call)."""
+        if (variant, split) not in self._envs:
+            self._envs[variant, split] = [self._make_env(variant, split) for _ in range(self._envs_per_actor)]
         pool: asyncio.Queue = asyncio.Queue()
-        for env in self._envs[variant]:
+        for env in self._envs[variant, split]:
             pool.put_nowait(env)
         return pool
 

@@ -23,8 +23,12 @@ from learner.prompt_encoding import encode_prompt
 
 
 def oracle_samples(env_config: EnvConfig, model: str, *, n_samples: int, seed: int) -> list[Sample]:
-    """`n_samples` SFT samples: the oracle's turns on the task's `id` variant, training seeds only."""
-    env = env_config.make("id")
+    """`n_samples` SFT samples: the oracle's turns on the task's `id` variant, training seeds and tasks only.
+
+    The env deals env.split_for("train") tasks, as the RL rollouts do: held-out hands and routes
+    never become demonstrations (every task under env.split=none, the paper's protocol).
+    """
+    env = env_config.make("id", env_config.split_for("train"))
     policy = load_policy(model)  # its tokenizer/processor: prompts encoded exactly as the server does
     # Every episode has at least one turn, so n_samples seeds always suffice.
     turns = islice(iter_oracle_turns(env, training_seeds(seed, n_samples)), n_samples)

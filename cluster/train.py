@@ -27,6 +27,7 @@ from typing import Any
 from cluster.config import ConfigError, TrainConfig, load_config
 from cluster.fleet import RolloutFleet
 from cluster.policy_service import PolicyService
+from cluster.preflight import PreflightError, preflight
 from cluster.rollout import RolloutWorker
 from cluster.session import ClusterSession
 from cluster.trainer import Trainer, TrainState
@@ -89,6 +90,7 @@ def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = Roll
     cluster = ClusterSession(num_cpus=config.run.num_cpus or local_num_cpus(config))
     with ExitStack() as on_failure:
         on_failure.enter_context(cluster)
+        preflight(config)  # every requested resource fits the cluster's nodes, or fail now with the fix
         policy = cluster.started("policy", PolicyService.start(config.serving, http=config.run.serve_http))
         learner = cluster.started(
             "learner",
@@ -121,7 +123,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train with the options in `argv` (default: the command line); returns the exit status, 2 for a bad config."""
+    """Train with the options in `argv` (default: the command line); returns the exit status.
+
+    2 for a bad config or a cluster that cannot host it (`cluster.preflight`).
+    """
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = load_config(args.config, args.overrides)
@@ -129,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
-    state = train(config, run_dir, resume=args.resume)
+    try:
+        state = train(config, run_dir, resume=args.resume)
+    except PreflightError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(
         f"done: {state.sft_step} SFT steps, {state.iteration} RL iterations, "
         f"policy version {state.policy_version}, run directory {run_dir}"

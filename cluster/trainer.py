@@ -1,5 +1,9 @@
 """The training loop: optional SFT phase, then RL iterations, periodic evaluation, checkpoints.
 
+The SFT -> RL boundary: before the first RL iteration the trainer calls `learner.begin_rl()` once
+(fresh optimizer and LR schedule, as the paper starts RL from the SFT checkpoint) and records the
+phase in its state, so a run resumed past the boundary does not reset the optimizer again.
+
 One RL iteration (design.md, "Data flow of one RL iteration"):
 
     collect   the fleet plays `episodes_per_iteration` episodes on fresh training seeds
@@ -8,10 +12,14 @@ One RL iteration (design.md, "Data flow of one RL iteration"):
     sync      learner.export_weights() -> policy.push(ref, version + 1): every replica swaps
     log       metrics.jsonl + TensorBoard; evaluation every N iterations; a checkpoint every M
 
-The trainer's own state (`TrainState`: SFT steps done, RL iterations done, policy version) is saved
-next to the learner's checkpoint, so `run(resume=True)` continues from the newest checkpoint's step
-and version, pushing its weights to the server before the first rollout. Training seeds of
-iteration i depend only on (run.seed, i), so a resumed run plays the hands it would have played.
+The trainer's own state (`TrainState`: SFT steps done, RL iterations done, phase, policy version)
+is saved next to the learner's checkpoint, so `run(resume=True)` continues from the newest
+checkpoint's step, phase and version, pushing its weights to the server before the first rollout.
+The policy version has one owner, `TrainState.policy_version`: the learner counts none. Training
+seeds of iteration i depend only on (run.seed, i), and each episode's sampling seed only on
+(run.seed, i, episode index), so a resumed run plays the hands it would have played with the
+sampling noise it would have drawn. Training episodes deal env.split_for("train") tasks, evaluation
+env.split_for("eval") ones (held out, unless env.split=none).
 
 The trainer reaches the learner, the policy server and the fleet through the typed ports of
 cluster/ports.py: `train.build_session` starts the real ones (LearnerGroup, PolicyService,
@@ -21,12 +29,13 @@ RolloutFleet) and wires them in; the unit tests pass in-process fakes.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -36,7 +45,7 @@ from cluster.evaluation import evaluate, variant_metrics
 from cluster.metrics import MetricsLogger, trim_metrics
 from cluster.ports import FleetPort, LearnerPort, PolicyPort
 from cluster.progress import RunProgress
-from cluster.rollout import EpisodeRequest
+from cluster.rollout import SEED_SPACE, EpisodeRequest
 from envs.seeds import TRAIN_SEEDS
 
 if TYPE_CHECKING:
@@ -53,7 +62,10 @@ class TrainState:
 
     sft_step: int = 0
     iteration: int = 0
+    phase: Literal["sft", "rl"] = "sft"
+    """Becomes "rl" when `learner.begin_rl()` runs (the learner's checkpoint records the same boundary)."""
     policy_version: int = 0
+    """The version of the weights the server holds: +1 after the SFT phase and after each learned iteration."""
     dropped_episodes: int = 0
 
 
@@ -95,6 +107,8 @@ class Trainer:
             self._progress = progress
             progress.update(sft_step=self.state.sft_step, iteration=self.state.iteration)
             self.sft_phase()
+            if self.state.iteration < self.config.run.iterations:
+                self.begin_rl()
             while self.state.iteration < self.config.run.iterations:
                 self.iteration()
             if self._evaluated_version != self.state.policy_version:
@@ -149,6 +163,16 @@ class Trainer:
         if self.config.run.checkpoint_every:
             self.checkpoint()
 
+    def begin_rl(self) -> None:
+        """Cross the SFT -> RL boundary once: the learner's fresh optimizer and LR schedule, phase "rl".
+
+        A no-op when the state is already in the RL phase (resumed from a checkpoint past it).
+        """
+        if self.state.phase == "rl":
+            return
+        self.learner.begin_rl()
+        self.state.phase = "rl"
+
     def iteration(self) -> dict[str, float]:
         """One RL iteration; returns (and logs) its metrics."""
         timings: dict[str, float] = {}
@@ -193,15 +217,25 @@ class Trainer:
         return metrics
 
     def training_requests(self, iteration: int) -> list[EpisodeRequest]:
-        """Episodes of an iteration: groups of `group_size` on seeds drawn from (run.seed, iteration)."""
-        rollout = self.config.rollout
+        """Episodes of an iteration: groups of `group_size` on seeds drawn from (run.seed, iteration).
+
+        Episode k of the iteration samples with `episode_sampling_seed(run.seed, iteration, k)` and
+        deals the tasks of env.split_for("train").
+        """
+        rollout, run_seed = self.config.rollout, self.config.run.seed
         n_groups = rollout.episodes_per_iteration // rollout.group_size
-        rng = np.random.default_rng([self.config.run.seed, iteration])
+        rng = np.random.default_rng([run_seed, iteration])
         seeds = rng.choice(len(TRAIN_SEEDS), size=n_groups, replace=False)
+        env_seeds = [int(TRAIN_SEEDS[int(s)]) for s in seeds for _ in range(rollout.group_size)]
         return [
-            EpisodeRequest(seed=TRAIN_SEEDS[int(s)], group=iteration * n_groups + g, variant="id")
-            for g, s in enumerate(seeds)
-            for _ in range(rollout.group_size)
+            EpisodeRequest(
+                seed=env_seed,
+                group=iteration * n_groups + index // rollout.group_size,
+                variant="id",
+                split=self.config.env.split_for("train"),
+                sampling_seed=episode_sampling_seed(run_seed, iteration, index),
+            )
+            for index, env_seed in enumerate(env_seeds)
         ]
 
     def build_samples(self, collected: CollectResult) -> list[Any]:
@@ -231,8 +265,11 @@ class Trainer:
     def checkpoint(self) -> Path:
         """Save the learner (a tag under checkpoints/, `latest` points at it) and the trainer state."""
         tag = Path(self.learner.save(str(self.run_dir / CHECKPOINTS)))
-        # Written after the learner's shards: a tag without it is incomplete and never resumed.
-        (tag / STATE_FILE).write_text(json.dumps(asdict(self.state)))
+        # Written after the learner's shards, and atomically (a kill mid-write leaves no partial file):
+        # a tag without it is incomplete and never resumed.
+        partial = tag / f"{STATE_FILE}.partial"
+        partial.write_text(json.dumps(asdict(self.state)))
+        os.replace(partial, tag / STATE_FILE)
         return tag
 
     def _show_progress(self) -> None:
@@ -241,6 +278,16 @@ class Trainer:
 
     def _sync_weights(self) -> None:
         self.policy.push(self.learner.export_weights(), self.state.policy_version)
+
+
+def episode_sampling_seed(run_seed: int, iteration: int, episode: int) -> int:
+    """The sampling seed of training episode `episode` of `iteration`: a SeedSequence mix in [0, SEED_SPACE).
+
+    Stable across processes (unlike `hash`); episodes of one group get different seeds, so a
+    GRPO group still samples different replies on its shared hand.
+    """
+    (word,) = np.random.SeedSequence([run_seed, iteration, episode]).generate_state(1, dtype=np.uint64)
+    return int(word) % SEED_SPACE
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:

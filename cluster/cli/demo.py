@@ -31,8 +31,9 @@ from cluster.train import TrainingSession, build_session
 
 def example_request(config: TrainConfig) -> dict:
     """An OpenAI chat request holding a held-out rule_ood hand of the demo's task."""
-    env = config.env.make("rule_ood")
-    obs, _ = env.reset(seed=eval_requests("rule_ood", 1)[0].seed)
+    split = config.env.split_for("eval")
+    env = config.env.make("rule_ood", split)
+    obs, _ = env.reset(seed=eval_requests("rule_ood", 1, split=split)[0].seed)
     return {
         "model": config.serving.model,
         "messages": obs["messages"],

@@ -24,8 +24,8 @@ class FakeEnv:
 
     max_attempts = 2
 
-    def __init__(self, variant: str = "id"):
-        self.variant = variant
+    def __init__(self, variant: str = "id", split: str = "all"):
+        self.variant, self.split = variant, split
         self.unwrapped = self
 
     def reset(self, *, seed: int):
@@ -111,6 +111,10 @@ class FakeLearner:
 
     def values(self, samples):
         return [0.5] * len(samples)
+
+    def begin_rl(self):
+        self.calls.append(("begin_rl", None))
+        return True
 
     def export_weights(self):
         return {"steps": self.steps}

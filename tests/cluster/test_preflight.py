@@ -2,10 +2,12 @@
 
 Unit tests place configs on hand-made node lists (the `Resources` of `ray.nodes()`); one
 integration test shows, on a real local Ray with 2 CPUs, that a `{learner: 1}` bundle would wait
-forever and that the preflight refuses it in well under 30 s.
+forever and that the preflight refuses it at once (no wall-clock assertion: the suite asserts none).
 """
 
-import time
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -147,11 +149,8 @@ def test_on_real_ray_a_learner_bundle_would_hang_and_the_preflight_refuses_it_fa
         with pytest.raises(ray.exceptions.GetTimeoutError):
             ray.get(bundle.ready(), timeout=3)  # no error, only waiting: the hang of issue 14
         remove_placement_group(bundle)
-        start = time.perf_counter()
         with pytest.raises(PreflightError) as error:
-            preflight(cfg)
-        elapsed_s = time.perf_counter() - start
-        assert elapsed_s < 30, f"the preflight took {elapsed_s:.1f} s"
+            preflight(cfg)  # no waiting: it reads the nodes once
         message = str(error.value)
         assert "no alive node advertises the resource 'learner'" in message
         assert "run.learner_resources" in message and """--resources '{"learner": 1}'""" in message
@@ -159,3 +158,15 @@ def test_on_real_ray_a_learner_bundle_would_hang_and_the_preflight_refuses_it_fa
         preflight(config())  # what the 2-CPU node can host passes
     finally:
         ray.shutdown()
+
+
+@pytest.mark.integration
+def test_the_training_entry_point_exits_2_with_the_fix_before_placing_anything(tmp_path):
+    """`python -m cluster.train` on a cluster without the `learner` resource: exit 2 and the fix, fast."""
+    command = [sys.executable, "-m", "cluster.train", "--config", str(CONFIG_DIR / "tiny.yaml")]
+    command += ["--run-dir", str(tmp_path / "run"), "run.learner_resources={CPU: 1, learner: 1}"]
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a local cluster
+    # The timeout only turns a hang (the failure this guards against) into a failed test.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "run.learner_resources" in result.stderr and "--resources" in result.stderr

@@ -33,9 +33,9 @@ class _RecordingPolicy(FakePolicy):
 
 def test_every_turn_sends_the_picture_of_the_env_at_that_step():
     env_config = EnvConfig(task="virl-vl", kwargs={"view_px": 64, "render_mode": "rgb_array"})
-    env = env_config.make("id")
+    env = env_config.make("id", "train")
     policy = _RecordingPolicy(env)
-    worker = RolloutWorker(env_config, policy, envs_per_actor=1, make_env=lambda variant: env)
+    worker = RolloutWorker(env_config, policy, envs_per_actor=1, make_env=lambda variant, split: env)
     (episode,) = asyncio.run(worker.run_episodes([EpisodeRequest(3, 0, "id")], SamplingConfig())).episodes
     assert episode.success and len(episode.turns) == len(policy.seen) >= 4
     for turn, (sent, shown) in zip(episode.turns, policy.seen, strict=True):

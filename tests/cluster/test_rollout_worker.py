@@ -24,8 +24,8 @@ def _decoded(png_b64: str) -> np.ndarray:
 
 
 def _worker(policy, *, envs_per_actor=2, made=None):
-    def make_env(variant):
-        env = FakeEnv(variant)
+    def make_env(variant, split):
+        env = FakeEnv(variant, split)
         if made is not None:
             made.append(env)
         return env
@@ -130,7 +130,10 @@ class _PictureEnv(FakeEnv):
 def test_each_turn_sends_and_records_its_own_picture():
     made, policy = [], FakePolicy()
     worker = RolloutWorker(
-        EnvConfig(task="gp-vl"), policy, envs_per_actor=1, make_env=lambda v: made.append(_PictureEnv(v)) or made[-1]
+        EnvConfig(task="gp-vl"),
+        policy,
+        envs_per_actor=1,
+        make_env=lambda v, split: made.append(_PictureEnv(v, split)) or made[-1],
     )
     (episode,) = asyncio.run(worker.run_episodes([EpisodeRequest(0, 0, "id")], SamplingConfig())).episodes
     (env,) = made

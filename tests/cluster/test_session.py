@@ -90,6 +90,7 @@ def test_build_session_stops_what_started_when_a_later_part_fails(stopped, monke
     def no_learner(*args, **kwargs):
         raise RuntimeError("no resources for the learner ranks")
 
+    monkeypatch.setattr(train, "preflight", lambda config: None)  # Ray is faked here: no nodes to read
     monkeypatch.setattr(PolicyService, "start", classmethod(lambda cls, config, http: Part("policy", stopped)))
     monkeypatch.setitem(sys.modules, "learner.group", types.SimpleNamespace(LearnerGroup=no_learner))
     with pytest.raises(RuntimeError, match="no resources"):

@@ -38,3 +38,17 @@ def test_oracle_samples_come_from_the_gp_oracle(tiny):
     answer = tiny.tokenizer.decode(samples[0].output_ids, skip_special_tokens=True)
     assert '"formula"' in answer
     assert samples[0].logprobs is None and samples[0].images is None
+
+
+@pytest.mark.parametrize("split, dealt", [("held_out", "train"), ("none", "all")])
+def test_oracle_samples_demonstrate_training_tasks_only(tiny, monkeypatch, split, dealt):
+    made = []
+    real_make = EnvConfig.make
+
+    def recording_make(self, variant, split):
+        made.append((variant, split))
+        return real_make(self, variant, split)
+
+    monkeypatch.setattr(EnvConfig, "make", recording_make)
+    oracle_samples(EnvConfig(task="gp-l", split=split), "tiny", n_samples=2, seed=0)
+    assert made == [("id", dealt)]

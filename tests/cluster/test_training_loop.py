@@ -8,14 +8,21 @@ from cluster_fakes import FakeEnv, FakeLearner, FakePolicy, FakeServer, InProces
 from cluster.config import CONFIG_DIR, load_config
 from cluster.metrics import read_metrics
 from cluster.rollout import RolloutWorker
-from cluster.trainer import STATE_FILE, Trainer, newest_checkpoint
+from cluster.trainer import STATE_FILE, Trainer, episode_sampling_seed, newest_checkpoint
 from learner.batch import Sample
 
 
-def _trainer(run_dir, overrides=(), learner=None):
+def _trainer(run_dir, overrides=(), learner=None, made_envs=None):
+    """A Trainer on tiny.yaml with fakes; `made_envs` collects the (variant, split) of every env built."""
     config = load_config(CONFIG_DIR / "tiny.yaml", list(overrides))
     policy = FakePolicy()
-    worker = RolloutWorker(config.env, policy, envs_per_actor=2, make_env=FakeEnv)
+
+    def make_env(variant, split):
+        if made_envs is not None:
+            made_envs.append((variant, split))
+        return FakeEnv(variant, split)
+
+    worker = RolloutWorker(config.env, policy, envs_per_actor=2, make_env=make_env)
     sft = [Sample(prompt_ids=[1, 2], output_ids=[3, i + 4]) for i in range(3)]
     return Trainer(
         config,
@@ -33,7 +40,7 @@ def test_full_run_sft_then_rl_then_eval(tmp_path):
     state = trainer.run()
     assert (state.sft_step, state.iteration, state.policy_version) == (2, 2, 3)
     calls = [name for name, _ in trainer.learner.calls]
-    assert calls == ["sft_step", "sft_step", "save", "rl_step", "save", "rl_step", "save", "export_hf"]
+    assert calls == ["sft_step", "sft_step", "save", "begin_rl", "rl_step", "save", "rl_step", "save", "export_hf"]
     assert {root for name, root in trainer.learner.calls if name == "save"} == {str(tmp_path / "checkpoints")}
     assert [v for _, v in trainer.policy.pushed] == [1, 2, 3]
     records = read_metrics(tmp_path)
@@ -145,3 +152,83 @@ def test_checkpoint_every_zero_never_checkpoints(tmp_path):
     trainer.run()
     assert "save" not in [name for name, _ in trainer.learner.calls]
     assert newest_checkpoint(tmp_path) is None
+
+
+def _saved_state(run_dir):
+    return json.loads((newest_checkpoint(run_dir) / STATE_FILE).read_text())
+
+
+def test_rl_begins_once_at_the_boundary_and_the_state_records_it(tmp_path):
+    first = _trainer(tmp_path, ["run.iterations=1"])
+    assert first.run().phase == "rl"
+    calls = [name for name, _ in first.learner.calls]
+    # After the SFT checkpoint (the RL init), before the first rollout's update; exactly once.
+    assert calls.index("begin_rl") == calls.index("save") + 1 < calls.index("rl_step")
+    assert calls.count("begin_rl") == 1 and _saved_state(tmp_path)["phase"] == "rl"
+    # Resumed past the boundary: no second reset of the optimizer.
+    second = _trainer(tmp_path, ["run.iterations=3"])
+    second.run(resume=True)
+    assert "begin_rl" not in [name for name, _ in second.learner.calls]
+
+
+def test_a_run_resumed_at_the_sft_checkpoint_begins_rl(tmp_path):
+    sft_only = _trainer(tmp_path, ["run.iterations=0", "learner.algo=sft", "rollout.group_size=1"])
+    assert sft_only.run().phase == "sft" and "begin_rl" not in [name for name, _ in sft_only.learner.calls]
+    assert _saved_state(tmp_path)["phase"] == "sft"
+    rl = _trainer(tmp_path, ["run.iterations=1"])
+    rl.run(resume=True)
+    calls = [name for name, _ in rl.learner.calls]
+    assert calls.count("begin_rl") == 1 and calls.index("begin_rl") < calls.index("rl_step")
+
+
+def test_the_trainer_alone_counts_policy_versions(tmp_path):
+    trainer = _trainer(tmp_path)
+    state = trainer.run()
+    # One version after the SFT phase, one per learned iteration: what the server got, what every
+    # metrics record and the checkpoint say. The learner is asked for no version and saved with its root only.
+    assert state.policy_version == 3 == trainer.policy.pushed[-1][1] == _saved_state(tmp_path)["policy_version"]
+    assert [r["policy_version"] for r in read_metrics(tmp_path) if r["phase"] == "rl"] == [2, 3]
+    assert [payload for name, payload in trainer.learner.calls if name == "save"] == [str(tmp_path / "checkpoints")] * 3
+
+
+def test_training_deals_training_tasks_and_evaluation_held_out_ones(tmp_path):
+    made = []
+    trainer = _trainer(tmp_path, ["eval.after_sft=true"], made_envs=made)
+    trainer.run()
+    # Collections: evaluation after SFT (id, rule_ood), 2 RL iterations, the final evaluation.
+    batches = trainer.fleet.collected
+    evaluation, training = batches[:2] + batches[4:], batches[2:4]
+    assert [{r.variant for r in batch} for batch in evaluation] == [{"id"}, {"rule_ood"}] * 2
+    assert {r.split for batch in evaluation for r in batch} == {"eval"}
+    assert {r.split for batch in training for r in batch} == {"train"}
+    assert set(made) == {("id", "eval"), ("rule_ood", "eval"), ("id", "train")}
+
+
+def test_no_split_protocol_deals_every_task_everywhere(tmp_path):
+    trainer = _trainer(tmp_path, ["env.split=none"])
+    trainer.run()
+    assert {r.split for batch in trainer.fleet.collected for r in batch} == {"all"}
+
+
+def test_each_training_episode_has_its_own_reproducible_sampling_seed(tmp_path):
+    a, b = _trainer(tmp_path / "a"), _trainer(tmp_path / "b")
+    first, again = a.training_requests(0), b.training_requests(0)
+    assert [r.sampling_seed for r in first] == [r.sampling_seed for r in again]  # a resumed run replays them
+    seeds = [r.sampling_seed for i in range(3) for r in a.training_requests(i)]
+    assert len(set(seeds)) == len(seeds)  # the episodes of a group differ too
+    assert first[0].seed == first[1].seed and first[0].sampling_seed != first[1].sampling_seed
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert first[3].sampling_seed == episode_sampling_seed(0, 0, 3) != episode_sampling_seed(1, 0, 3)
+    # The seeds reach the server: every sampled request of iteration 1 carries one.
+    a.run()
+    sampled = [r for r in a.policy.handle.requests if r.temperature > 0]
+    assert sampled and all(r.seed is not None for r in sampled)
+
+
+def test_the_rollout_temperature_is_the_one_the_learner_scores_at(tmp_path):
+    trainer = _trainer(tmp_path, ["rollout.sampling.temperature=0.7"])
+    trainer.run()
+    # Training turns are sent at it, evaluation turns greedily (eval.greedy).
+    assert {r.temperature for r in trainer.policy.handle.requests} == {0.7, 0.0}
+    samples = [s for name, payload in trainer.learner.calls if name == "rl_step" for s in payload]
+    assert samples and all(s.temperature == 0.7 for s in samples)

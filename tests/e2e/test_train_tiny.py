@@ -1,12 +1,14 @@
 """End to end on real Ray, Serve and DeepSpeed with the tiny model.
 
-tiny.yaml (SFT, 2 RL iterations, evaluation), and a rollout actor killed mid-iteration (the run
-goes on, the loss is counted). One Ray cluster for the module; each run starts and removes its own
+tiny.yaml (SFT, 2 RL iterations, evaluation), a rollout actor killed mid-iteration (the run goes
+on, the loss is counted), and the paper's PPO at a sampling temperature (the learner recomputes
+the server's log-probs). One Ray cluster for the module; each run starts and removes its own
 Serve app, learner and fleet, and leaves the cluster it joined running.
 """
 
 import asyncio
 import csv
+import json
 import os
 
 import pytest
@@ -19,6 +21,7 @@ from cluster.evaluation import evaluate_checkpoint
 from cluster.metrics import read_metrics
 from cluster.rollout import RolloutWorker
 from cluster.train import build_session
+from cluster.trainer import STATE_FILE, newest_checkpoint
 from serving.config import ServingConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,7 +37,10 @@ def _run(run_dir, overrides=(), **session_kwargs):
 
 def test_tiny_config_end_to_end(ray_cluster, tmp_path):
     state, results = _run(tmp_path)
-    assert (state.sft_step, state.iteration, state.policy_version) == (2, 2, 3)
+    # One version counter, the trainer's: SFT phase + 2 learned iterations; RL began once, recorded.
+    assert (state.sft_step, state.iteration, state.policy_version, state.phase) == (2, 2, 3, "rl")
+    saved = json.loads((newest_checkpoint(tmp_path) / STATE_FILE).read_text())
+    assert (saved["policy_version"], saved["phase"]) == (3, "rl")
     records = read_metrics(tmp_path)
     assert [r["phase"] for r in records] == ["sft", "sft", "rl", "rl", "eval"]
     sft, rl, evaluation = records[0], records[2], records[-1]
@@ -85,11 +91,15 @@ def test_killed_rollout_actor_does_not_stop_the_run(ray_cluster, tmp_path):
     assert all(r.dropped == 0 and r.episodes == 2 for r in results)
 
 
-def test_ppo_arm_trains_with_the_learners_value_head(ray_cluster, tmp_path):
+def test_papers_ppo_scores_the_servers_samples_at_their_temperature(ray_cluster, tmp_path):
+    # tiny.yaml's lr (1e-4, for a random model) overrides the preset's 1e-6, so 4 epochs move the
+    # policy far enough for the 0.1 clip to bite; everything else is the paper's PPO.
     state, _ = _run(
         tmp_path,
         [
             "learner.algo=ppo",
+            "learner.preset=paper_ppo",
+            "rollout.sampling.temperature=0.7",
             "rollout.group_size=1",
             "run.sft_steps=0",
             "run.iterations=1",
@@ -99,3 +109,5 @@ def test_ppo_arm_trains_with_the_learners_value_head(ray_cluster, tmp_path):
     assert (state.iteration, state.policy_version) == (1, 1)
     rl = [r for r in read_metrics(tmp_path) if r["phase"] == "rl"][0]
     assert rl["loss/value"] > 0 and "loss/policy" in rl
+    # The learner divides by the rollout temperature, as the server did: the same log-probs.
+    assert rl["rl/logprob_diff_max"] <= 1e-4 and rl["rl/clip_fraction"] > 0
