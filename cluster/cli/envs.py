@@ -94,12 +94,17 @@ def data(
     n: Annotated[int, typer.Option(min=1, help="number of records (one per policy turn)")] = 1000,
     seed: Annotated[int, typer.Option(help="seed of the draw of training seeds")] = 0,
     out: Annotated[Path | None, typer.Option(help="JSONL path (default data/ENV_VARIANT_MODALITY_sft.jsonl)")] = None,
+    split: Annotated[
+        str, typer.Option(help="tasks to draw from: train (evaluation hands/routes held out) or all (no split)")
+    ] = "train",
     settings: Settings = None,
 ) -> None:
-    """Write oracle SFT chat records (JSONL, PNGs beside it for image envs) from training seeds."""
+    """Write oracle SFT chat records (JSONL, PNGs beside it for image envs) from training seeds and tasks."""
     from envs.sft_data import write_sft_records
 
-    made = make_env(env, variant, modality, settings=settings or [])
+    if split not in ("train", "all"):
+        raise typer.BadParameter(f"--split {split!r}: use train or all (SFT data never comes from eval tasks)")
+    made = make_env(env, variant, modality, settings=settings or [], split=split)
     path = out or Path("data") / f"{env}_{variant}_{modality}_sft.jsonl"
     result = write_sft_records(made, path, n_records=n, seed=seed)
     images = f" and {result.n_images} images" if result.n_images else ""

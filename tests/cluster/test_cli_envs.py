@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from cluster.cli.envs import ENVS, gp_typed_answer
 from cluster.cli.main import app
+from envs.general_points.cards import hand_split_key
+from envs.splits import split_of
 
 runner = CliRunner()
 
@@ -23,6 +25,20 @@ def test_data_gp_writes_n_valid_records(tmp_path):
     for record in records:
         assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant"]
         assert json.loads(record["messages"][-1]["content"])["formula"]
+
+
+def test_data_exports_training_hands_only_unless_asked_for_all(tmp_path):
+    def exported_splits(*extra):
+        out = tmp_path / f"gp{len(extra)}.jsonl"
+        result = runner.invoke(app, ["data", "gp", "--n", "300", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        answers = [json.loads(json.loads(line)["messages"][-1]["content"]) for line in out.read_text().splitlines()]
+        return {split_of(hand_split_key(answer["cards"])) for answer in answers}
+
+    assert exported_splits() == {"train"}  # default --split train: no evaluation multiset is ever exported
+    assert exported_splits("--split", "all") == {"train", "eval"}
+    refused = runner.invoke(app, ["data", "gp", "--n", "3", "--out", str(tmp_path / "x.jsonl"), "--split", "eval"])
+    assert refused.exit_code == 2 and "--split" in refused.output  # a usage error naming the option
 
 
 def test_data_gp_image_writes_pictures_and_accepts_env_settings(tmp_path):
