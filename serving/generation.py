@@ -5,8 +5,10 @@ one decode step per token with a KV cache, and drops finished rows from the batc
 Each request keeps its own temperature, top_p, seed, stop strings and max_new_tokens:
 
 - sampling is Gumbel-max on `log_softmax(logits / temperature)` restricted to the request's top-p
-  nucleus, with noise from the request's own `torch.Generator` (seeded from `seed`, else from the
-  OS), so a seeded request draws the same noise whatever else shares its batch;
+  nucleus, in two stages (a block of `NOISE_BLOCK` tokens by its mass, then a token inside it): the
+  same distribution from V / 256 + 256 noise values per row and step instead of V (448 instead of
+  49,152 for SmolLM2); the noise comes from the request's own `torch.Generator` (seeded from `seed`,
+  else from the OS), so a seeded request draws the same noise whatever else shares its batch;
 - `logprobs[i]` is `log_softmax(logits / temperature)[token]` of the token actually emitted, before
   top-p truncation, i.e. what the learner recomputes from the same prompt and output ids;
   `temperature == 0` is greedy, and its log-probs are under temperature 1;
@@ -30,6 +32,12 @@ from typing import Literal, NamedTuple
 import torch
 
 from learner.models import LoadedPolicy
+
+NOISE_BLOCK = 256  # tokens per block of the two-stage Gumbel-max (about sqrt(V): fewest noise values per row)
+# In its block's mass a token counts for at least e^-87 (about float32's smallest normal number): exp then
+# stays off the CPU's slow subnormal path (~15x slower at temperature 0.2), and no token's chance moves by
+# more than V * e^-87 (~1e-33).
+LOGP_FLOOR = -87.0
 
 
 @dataclass
@@ -107,11 +115,42 @@ def sample_tokens(
         drop_sorted = before >= top_p[:, None]  # (B, V); the first token always stays
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V)
         filtered = logp.masked_fill(drop, float("-inf"))
-    noise = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in generators])  # (B, V)
-    gumbel = -torch.log(-torch.log(noise.clamp_min(1e-20)))  # (B, V)
-    sampled = (filtered + gumbel.to(filtered.device)).argmax(-1)  # (B,)
-    tokens = torch.where(greedy, logp.argmax(-1), sampled)  # (B,)
+    tokens = _two_stage_gumbel_max(filtered, generators)  # (B,)
+    if bool(greedy.any()):  # host sync on a GPU, like the two above; spares a (B, V) argmax when no row is greedy
+        tokens = torch.where(greedy, logp.argmax(-1), tokens)  # (B,)
     return Sampled(tokens, logp.gather(-1, tokens[:, None]).squeeze(-1))
+
+
+def _two_stage_gumbel_max(logp: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of `logp` (B, V), drawn from `exp(logp)` with noise from the row's generator.
+
+    Gumbel-max in two stages: the vocabulary is cut into blocks of `NOISE_BLOCK` tokens; a block is
+    picked by Gumbel-max over the blocks' log-masses, then a token inside it by Gumbel-max over the
+    block's log-probs. That is exactly one Gumbel-max over all tokens (the largest perturbed score in
+    a block is Gumbel-distributed around the block's log-mass, and which token holds it is
+    independent of its value), so the token is distributed as `exp(logp)` (up to `LOGP_FLOOR`), and
+    each stage keeps Gumbel-max's stability: a tiny change of the logits (e.g. from different batch
+    mates) almost never changes the draw. A row draws `n_blocks + NOISE_BLOCK` noise values per step
+    (448 for V = 49,152) instead of V, always the same count, so its draws depend on its seed and
+    step only. A block with no token left (all outside the nucleus) is never picked.
+    """
+    rows, vocab = logp.shape
+    blocks = -(-vocab // NOISE_BLOCK)
+    if blocks * NOISE_BLOCK != vocab:
+        logp = torch.nn.functional.pad(logp, (0, blocks * NOISE_BLOCK - vocab), value=float("-inf"))  # (B, K*S)
+    by_block = logp.view(rows, blocks, NOISE_BLOCK)  # (B, K, S)
+    noise = _gumbel_noise(generators, blocks + NOISE_BLOCK).to(logp.device)  # (B, K + S)
+    mass = by_block.clamp_min(LOGP_FLOOR).exp_().sum(-1)  # (B, K)
+    block_logmass = torch.where(by_block.amax(-1) > float("-inf"), mass.log(), float("-inf"))  # (B, K)
+    block = (block_logmass + noise[:, :blocks]).argmax(-1)  # (B,)
+    inside = by_block[torch.arange(rows, device=logp.device), block]  # (B, S)
+    return block * NOISE_BLOCK + (inside + noise[:, blocks:]).argmax(-1)  # (B,)
+
+
+def _gumbel_noise(generators: list[torch.Generator], count: int) -> torch.Tensor:
+    """`count` standard Gumbel values per generator, drawn on the CPU (so seeds match across devices)."""
+    uniform = torch.stack([torch.rand(count, generator=g) for g in generators])  # (B, count)
+    return -torch.log(-torch.log(uniform.clamp_min(1e-20)))  # (B, count)
 
 
 def _generator(seed: int | None) -> torch.Generator:

@@ -6,6 +6,8 @@
   as the median of per-request ratios, each request run in-process and over HTTP in turn;
 - weight swap: seconds from `broadcast("load_weights", ...)` until both of 2 replicas serve the new
   version, and GB/s of weights moved; resident memory per replica.
+- sampling: milliseconds per decode step of `sample_tokens` at batch 64 over SmolLM2's 49,152-token
+  vocabulary, 1 torch thread (the two-stage Gumbel-max draws 448 noise values per row, not 49,152).
 Throughput counts generated tokens (seeded sampling makes every mode generate the same ones).
 
     .venv/bin/python -m pytest tests/bench/bench_serving.py -s -p no:cacheprovider
@@ -28,10 +30,11 @@ from learner.models import load_policy
 from learner.prompt_encoding import encode_prompt
 from serving.app import build_app
 from serving.config import ServingConfig
-from serving.generation import GenerationRequest, generate_batch
+from serving.generation import GenerationRequest, generate_batch, sample_tokens
 
 MODEL, NEW_TOKENS, N_REQUESTS, THREADS = "smollm2-135m", 64, 32, 1
 N_PAIRS = 8  # batch-1 requests timed in-process and over HTTP in turn (paired ratios)
+SAMPLE_BATCH, SAMPLE_VOCAB, SAMPLE_STEPS = 64, 49_152, 30  # one decode step's sampling, timed alone
 
 
 def _bodies() -> list[dict]:
@@ -203,3 +206,20 @@ def test_weight_swap_two_replicas(root):
     memory = ", ".join(f"resident {info['rss_mb']:.0f} MiB / private {info['private_mb']:.0f} MiB" for info in infos)
     print(f"  memory per replica after the swaps (resident counts shared object-store pages): {memory}")
     assert {info["version"] for info in infos} == {2}
+
+
+def test_sampling_step_time():
+    torch.set_num_threads(THREADS)
+    logits = 4 * torch.randn(SAMPLE_BATCH, SAMPLE_VOCAB, generator=torch.Generator().manual_seed(0))  # (B, V)
+    print(f"\n[bench_serving] sample_tokens, batch {SAMPLE_BATCH}, vocabulary {SAMPLE_VOCAB}, {THREADS} torch thread")
+    for temperature, top_p in ((1.0, 1.0), (0.2, 1.0), (0.7, 0.9)):
+        generators = [torch.Generator().manual_seed(i) for i in range(SAMPLE_BATCH)]
+        temperatures, top_ps = torch.full((SAMPLE_BATCH,), temperature), torch.full((SAMPLE_BATCH,), top_p)
+        seconds = []
+        for _ in range(SAMPLE_STEPS + 1):  # the first call warms up
+            start = time.perf_counter()
+            sample_tokens(logits, temperatures, top_ps, generators=generators)
+            seconds.append(time.perf_counter() - start)
+        step_ms = 1e3 * statistics.median(seconds[1:])
+        print(f"  temperature {temperature}, top_p {top_p}: {step_ms:.1f} ms per step (median of {SAMPLE_STEPS})")
+        assert step_ms > 0

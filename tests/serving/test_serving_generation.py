@@ -9,7 +9,7 @@ import torch
 from learner.models import load_policy
 from learner.prompt_encoding import encode_prompt
 from serving.config import ServingConfig, ServingLimits
-from serving.generation import GenerationRequest, generate_batch
+from serving.generation import NOISE_BLOCK, GenerationRequest, _two_stage_gumbel_max, generate_batch, sample_tokens
 from serving.limits import RequestError
 from serving.prepare import PolicyLimits, prepare
 from serving.runtime import PolicyRuntime, _Pending
@@ -56,6 +56,35 @@ def test_a_seeded_request_samples_the_same_alone_or_in_a_batch(tiny):
     assert together.output_ids == alone.output_ids
     other_seed = generate_batch(tiny, [GenerationRequest(request.prompt_ids, 8, seed=43)])[0]
     assert other_seed.output_ids != alone.output_ids
+
+
+def test_two_stage_sampling_draws_the_softmax_distribution_within_the_nucleus():
+    vocab = 2 * NOISE_BLOCK + 37  # three blocks, the last one padded
+    heavy = [3, NOISE_BLOCK + 100, 2 * NOISE_BLOCK + 36]  # one likely token in each block
+    logits = torch.full((vocab,), -3.0)
+    logits[heavy] = torch.tensor([2.0, 1.5, 1.0])
+    rows = 6000
+    temperature = torch.full((rows,), 0.7)
+    top_p = torch.where(torch.arange(rows) % 2 == 0, 1.0, 0.3)  # odd rows: only the top token (p = 0.46) is left
+    generators = [torch.Generator().manual_seed(i) for i in range(rows)]
+    tokens, logprobs = sample_tokens(logits.expand(rows, vocab), temperature, top_p, generators=generators)
+    logp = torch.log_softmax(logits / 0.7, dim=-1)  # (V,)
+    torch.testing.assert_close(logprobs, logp[tokens])
+    assert (tokens[1::2] == heavy[0]).all()
+    frequency = torch.bincount(tokens[0::2], minlength=vocab).float() / (rows // 2)  # (V,)
+    expected = logp.exp()  # (V,)
+    sigma = (expected * (1 - expected) / (rows // 2)).sqrt()  # (V,)
+    assert ((frequency[heavy] - expected[heavy]).abs() < 4 * sigma[heavy]).all(), (frequency[heavy], expected[heavy])
+    light = torch.ones(vocab, dtype=torch.bool)
+    light[heavy] = False
+    assert abs(frequency[light].sum() - expected[light].sum()) < 4 * (expected[light].sum() / (rows // 2)).sqrt()
+
+
+def test_a_block_left_out_of_the_nucleus_is_never_picked_even_beside_negligible_tokens():
+    logp = torch.full((200, 2 * NOISE_BLOCK), float("-inf"))
+    logp[:, NOISE_BLOCK:] = -100.0  # below the floor of a block's mass: both blocks would weigh the same
+    tokens = _two_stage_gumbel_max(logp, [torch.Generator().manual_seed(i) for i in range(200)])
+    assert (tokens >= NOISE_BLOCK).all()
 
 
 def test_tiny_top_p_is_greedy(tiny):
