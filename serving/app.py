@@ -5,6 +5,8 @@ HTTP routes (every one but /healthz needs `Authorization: Bearer $SFTRL_API_KEY`
     POST /v1/chat/completions    OpenAI-compatible (image_url data URLs, n, logprobs, usage)
     GET  /v1/models              OpenAI model list
     GET  /v1/policy              model, version, device, replica, batching counters
+    GET  /openapi.json           the OpenAPI document (request and response schemas, error replies)
+    GET  /docs                   Swagger UI on that document
     GET  /healthz                liveness, no auth
 Handle methods (in-cluster callers; never exposed over HTTP):
     await handle.generate.remote(request: dict) -> dict        same body/reply as /v1/generate
@@ -19,6 +21,7 @@ The newest published weights live in a `WeightRegistry` deployment-scoped actor 
 """
 
 import asyncio
+import copy
 import hmac
 import logging
 import os
@@ -26,8 +29,10 @@ import os
 import psutil
 import ray
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
 from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig, DeploymentActorConfig
@@ -36,7 +41,17 @@ from serving.config import ServingConfig
 from serving.limits import RequestError, check_at_most
 from serving.memory import release_freed_memory
 from serving.openai_compat import chat_response, chat_to_generate
-from serving.schemas import ChatCompletionRequest, GenerateRequest, ModelCard, ModelList, PolicyInfo
+from serving.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ModelCard,
+    ModelList,
+    PolicyInfo,
+    ValidationErrorResponse,
+)
 from serving.weights import WeightRegistry
 
 logger = logging.getLogger("ray.serve")
@@ -45,8 +60,55 @@ REGISTRY_ACTOR = "weights"
 REGISTRY_TIMEOUT_S = 5.0
 CONTROL_SLOTS = 16  # requests a replica accepts beyond the generate queue (health, info, swaps)
 
-# No /docs, /redoc or /openapi.json: they would be routes outside the API key's reach.
+# FastAPI's own /docs and /openapi.json would be routes outside the API key's reach: PolicyServer
+# serves both itself, behind the key (see `openapi_document`); there is no /redoc.
 api = FastAPI(title="sftrl policy endpoint", docs_url=None, redoc_url=None, openapi_url=None)
+REQUEST_MODELS = (GenerateRequest, ChatCompletionRequest)  # bodies the routes parse themselves, after the byte limit
+ERROR_REPLIES = {
+    400: "A value over a limit of the server or the model; `error.code` names the limit.",
+    401: "Missing or wrong API key (only when SFTRL_API_KEY is set): send `Authorization: Bearer <key>`.",
+    413: "Request body over `max_request_bytes`, or an image over its byte or pixel limit.",
+    422: "Malformed JSON, or a body that does not match the request schema; `detail` lists the problems.",
+    503: "The replica's queue is full; retry after `Retry-After` seconds.",
+}
+
+
+def _errors(*statuses: int) -> dict:
+    """FastAPI `responses=` for the error replies a route sends (bodies of `RequestError.body()`)."""
+    responses = {}
+    for status in statuses:
+        model = ValidationErrorResponse if status == 422 else ErrorResponse
+        responses[status] = {"model": model, "description": ERROR_REPLIES[status]}
+        if status == 503:
+            responses[status]["headers"] = {"Retry-After": {"description": "Seconds.", "schema": {"type": "integer"}}}
+    return responses
+
+
+def _json_body(model: type[BaseModel]) -> dict:
+    """FastAPI `openapi_extra` publishing `model` as the JSON body of a route that reads the raw body."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def openapi_document(*, secured: bool, root_path: str) -> dict:
+    """The endpoint's OpenAPI document, as served by `GET /openapi.json`.
+
+    FastAPI's document of the routes, plus the schemas of `REQUEST_MODELS` (which the routes'
+    `_json_body` refers to), the bearer key on every route but /healthz when `secured`, and
+    `root_path` (the application's route prefix) as the server URL.
+    """
+    document = copy.deepcopy(api.openapi())
+    _, definitions = models_json_schema(
+        [(model, "validation") for model in REQUEST_MODELS], ref_template="#/components/schemas/{model}"
+    )
+    document["components"]["schemas"].update(definitions["$defs"])
+    if secured:
+        document["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"apiKey": []}]
+        document["paths"]["/healthz"]["get"]["security"] = []
+    if root_path.rstrip("/"):
+        document["servers"] = [{"url": root_path.rstrip("/")}]
+    return document
 
 
 @api.exception_handler(RequestError)
@@ -62,16 +124,11 @@ def _validation_message(error: ValidationError) -> str:
 
 @api.exception_handler(ValidationError)
 async def _validation_error(_: Request, error: ValidationError) -> JSONResponse:
-    body = {
-        "error": {
-            "message": _validation_message(error),
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "validation",
-        },
-        "detail": error.errors(include_url=False, include_context=False, include_input=False),
-    }
-    return JSONResponse(body, status_code=422)
+    body = ValidationErrorResponse(
+        **RequestError(422, _validation_message(error), "validation").body(),
+        detail=error.errors(include_url=False, include_context=False, include_input=False),
+    )
+    return JSONResponse(body.model_dump(), status_code=422)
 
 
 def _registry():
@@ -203,19 +260,46 @@ class PolicyServer:
         )
         return model.model_validate_json(body)
 
+    @api.get("/openapi.json", include_in_schema=False)
+    async def http_openapi(self, request: Request) -> JSONResponse:
+        """`GET /openapi.json`: the OpenAPI document (see `openapi_document`)."""
+        self._authorize(request)
+        return JSONResponse(self._openapi_document(request))
+
+    @api.get("/docs", include_in_schema=False)
+    async def http_docs(self, request: Request) -> HTMLResponse:
+        """`GET /docs`: Swagger UI with the document inlined (its own fetch of /openapi.json would carry no key)."""
+        self._authorize(request)
+        return get_swagger_ui_html(
+            openapi_url="", title=f"{api.title} - docs", swagger_ui_parameters={"spec": self._openapi_document(request)}
+        )
+
+    def _openapi_document(self, request: Request) -> dict:
+        return openapi_document(secured=self.config.api_key is not None, root_path=request.scope.get("root_path", ""))
+
     @api.get("/healthz")
     async def healthz(self) -> dict:
         """Liveness: answers without the API key while the replica's event loop runs."""
         return {"status": "ok"}
 
-    @api.post("/v1/generate")
+    @api.post(
+        "/v1/generate",
+        response_model=GenerateResponse,
+        responses=_errors(400, 401, 413, 422, 503),
+        openapi_extra=_json_body(GenerateRequest),
+    )
     async def http_generate(self, request: Request) -> JSONResponse:
         """`POST /v1/generate`: token in, token out (GenerateRequest -> GenerateResponse)."""
         self._authorize(request)
         parsed = await self._body(request, GenerateRequest)
         return JSONResponse((await self.runtime.generate(parsed)).model_dump())
 
-    @api.post("/v1/chat/completions")
+    @api.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletionResponse,
+        responses=_errors(400, 401, 413, 422, 503),
+        openapi_extra=_json_body(ChatCompletionRequest),
+    )
     async def chat_completions(self, request: Request) -> JSONResponse:
         """`POST /v1/chat/completions`: OpenAI-compatible chat on top of the generate path."""
         self._authorize(request)
@@ -225,13 +309,13 @@ class PolicyServer:
         response = chat_response(chat, replies, model=self.model_name, tokenizer=self.runtime.policy.tokenizer)
         return JSONResponse(response.model_dump())
 
-    @api.get("/v1/models")
+    @api.get("/v1/models", response_model=ModelList, responses=_errors(401))
     async def models(self, request: Request) -> JSONResponse:
         """`GET /v1/models`: the OpenAI model list (one model: the served policy)."""
         self._authorize(request)
         return JSONResponse(ModelList(data=[ModelCard(id=self.model_name, created=0)]).model_dump())
 
-    @api.get("/v1/policy")
+    @api.get("/v1/policy", response_model=PolicyInfo, responses=_errors(401))
     async def policy(self, request: Request) -> JSONResponse:
         """`GET /v1/policy`: what this replica serves (see `info`)."""
         self._authorize(request)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from serving.schemas import ErrorInfo, ErrorResponse
+
 
 @dataclass
 class RequestError(Exception):
@@ -27,9 +29,9 @@ class RequestError(Exception):
         return f"{self.status} {self.code}: {self.message}"
 
     def body(self) -> dict:
-        """The OpenAI-compatible JSON error body."""
+        """The OpenAI-compatible JSON error body (an `ErrorResponse`)."""
         kind = {401: "authentication_error", 503: "server_busy"}.get(self.status, "invalid_request_error")
-        return {"error": {"message": self.message, "type": kind, "param": None, "code": self.code}}
+        return ErrorResponse(error=ErrorInfo(message=self.message, type=kind, param=None, code=self.code)).model_dump()
 
 
 def check_at_most(value: int, limit: int, *, what: str, code: str, status: int = 400) -> None:

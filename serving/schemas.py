@@ -4,16 +4,36 @@
 that `handle.generate.remote(...)` takes and returns). The `Chat*` models follow the OpenAI chat
 completions API closely enough that the official `openai` client works against
 `POST /v1/chat/completions`; unknown OpenAI fields are ignored there, while `/v1/generate`
-forbids unknown fields so typos fail with a 422 instead of being silently dropped.
+forbids unknown fields so typos fail with a 422 instead of being silently dropped. `ErrorResponse`
+is the body of every error the endpoint sends (`ValidationErrorResponse` for a 422).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 Role = Literal["system", "user", "assistant"]
+# A temperature above 0 and below this is refused: logits / temperature can overflow float32 (at 1e-40 every
+# log-prob is NaN, which a JSON reply cannot carry); at 1e-6 only logits beyond 3e32 would.
+MIN_TEMPERATURE = 1e-6
+
+
+def _nonzero_temperature_at_least_min(temperature: float) -> float:
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature {temperature} is below {MIN_TEMPERATURE}; "
+            f"send 0 for greedy decoding or at least {MIN_TEMPERATURE}"
+        )
+    return temperature
+
+
+Temperature = Annotated[
+    float,
+    Field(ge=0.0, le=100.0, json_schema_extra={"not": {"exclusiveMinimum": 0, "exclusiveMaximum": MIN_TEMPERATURE}}),
+    AfterValidator(_nonzero_temperature_at_least_min),
+]
 
 
 class TextPart(BaseModel):
@@ -43,7 +63,7 @@ class SamplingParams(BaseModel):
     """Per-request sampling; each request in a batch keeps its own."""
 
     model_config = ConfigDict(extra="forbid")
-    temperature: float = Field(1.0, ge=0.0, le=100.0, description="0 = greedy.")
+    temperature: Temperature = Field(1.0, description=f"0 = greedy; otherwise {MIN_TEMPERATURE} to 100.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int | None = Field(None, ge=1, description="None = the server's default_max_new_tokens.")
     seed: int | None = Field(None, ge=0, lt=2**63)
@@ -53,6 +73,17 @@ class SamplingParams(BaseModel):
 class GenerateRequest(SamplingParams):
     """`POST /v1/generate` body: exactly one of `messages` or `prompt_token_ids`."""
 
+    model_config = ConfigDict(  # the published schema states what `_one_prompt` checks (pydantic cannot derive it)
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["messages"], "properties": {"messages": {"type": "array", "minItems": 1}}},
+                {
+                    "required": ["prompt_token_ids"],
+                    "properties": {"prompt_token_ids": {"type": "array", "minItems": 1}},
+                },
+            ]
+        }
+    )
     messages: list[Message] | None = None
     prompt_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
     images: list[str] = Field(default_factory=list, description="base64 PNG/JPEG or data URLs, in placeholder order.")
@@ -124,7 +155,7 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
-    temperature: float = Field(1.0, ge=0.0, le=100.0)
+    temperature: Temperature = Field(1.0, description=f"0 = greedy; otherwise {MIN_TEMPERATURE} to 100.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -216,3 +247,35 @@ class PolicyInfo(BaseModel):
     largest_batch: int
     rss_mb: float  # resident, including object-store pages shared with other processes
     private_mb: float  # unique set size: memory only this replica holds
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ErrorInfo(BaseModel):
+    """The `error` object of an error reply (OpenAI's shape); `code` names the limit or check that refused."""
+
+    message: str
+    type: Literal["invalid_request_error", "authentication_error", "server_busy"]
+    param: str | None
+    code: str
+
+
+class ErrorResponse(BaseModel):
+    """Body of every error reply the endpoint sends (4xx, and 503 for a full queue): `RequestError.body()`."""
+
+    error: ErrorInfo
+
+
+class ValidationProblem(BaseModel):
+    """One reason a body failed validation: where (`loc`), what (`msg`), pydantic's error `type`."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class ValidationErrorResponse(ErrorResponse):
+    """Body of a 422 (malformed JSON, or a body that does not match the request schema)."""
+
+    detail: list[ValidationProblem]

@@ -301,8 +301,9 @@ def test_weights_cannot_be_loaded_over_http(secure):
     headers = {"Authorization": f"Bearer {API_KEY}"}
     for path in ("/load_weights", "/v1/load_weights", "/v1/weights"):
         assert httpx.post(f"{secure.url}{path}", json={}, headers=headers).status_code == 404
-    for path in ("/docs", "/openapi.json", "/redoc"):  # nothing served outside the key's reach
-        assert httpx.get(f"{secure.url}{path}").status_code == 404
+    for path in ("/docs", "/openapi.json"):  # nothing served outside the key's reach
+        assert httpx.get(f"{secure.url}{path}").status_code == 401
+    assert httpx.get(f"{secure.url}/redoc", headers=headers).status_code == 404
 
 
 # ---------------------------------------------------------------- weight swap and restart

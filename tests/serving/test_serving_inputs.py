@@ -64,6 +64,7 @@ def test_generate_request_needs_exactly_one_prompt():
         {"prompt_token_ids": "1 2 3"},  # wrong type
         {"prompt_token_ids": [1], "top_p": 0},  # out of range
         {"messages": [{"role": "robot", "content": "hi"}]},  # bad role
+        {"prompt_token_ids": [1], "temperature": 1e-40},  # above 0, below MIN_TEMPERATURE: NaN log-probs
     ],
 )
 def test_generate_request_rejects_bad_bodies(body):
