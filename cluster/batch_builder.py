@@ -4,15 +4,10 @@ Token in, token out: a sample's `prompt_ids`, `output_ids` and behaviour `logpro
 the server returned for that turn, and its image is the picture that turn's request carried;
 nothing is re-tokenized.
 
-- GRPO (Shao et al., 2024, arXiv 2402.03300), per turn: each turn's own reward is normalised over
-  every turn of its group (the episodes played on the same seed), (r_t - mean) / (std + eps)
-  (`learner.advantages.turn_group_advantages`). Sequential revision makes episodes multi-turn, and
-  crediting every turn with the episode's total reward would give a wrong first attempt in an
-  episode that later succeeds a positive advantage (and weigh longer episodes more); returns-to-go
-  would still credit that wrong attempt with the success that followed it. Per-turn credit makes
-  every wrong attempt count against and every right one for; the caveat is that a less-wrong
-  answer can score above a group of worse ones, which the paper's graded rewards intend.
-  Dr. GRPO (Liu et al., 2025, arXiv 2503.20783) drops the std scaling: `scale_by_std=False`.
+- GRPO (Shao et al., 2024, arXiv 2402.03300), per turn: each turn's own reward normalised over
+  every turn of its group (the episodes played on the same seed); why per turn, and not per
+  episode, is in `learner.advantages.turn_group_advantages`. Dr. GRPO (Liu et al., 2025, arXiv
+  2503.20783) drops the std scaling: `scale_by_std=False`.
 - PPO: the learner's value head scores every turn's prompt; GAE runs over the turns of each
   episode (`learner.advantages.gae_over_turns`), as RL4VLM treats one reply as one action.
 

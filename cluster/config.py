@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from learner.config import LearnerConfig
 from serving.config import ServingConfig
+from serving.schemas import Temperature
 
 if TYPE_CHECKING:
     from envs.splits import Split
@@ -108,8 +109,10 @@ class EnvConfig(_Strict):
 class SamplingConfig(_Strict):
     """How the policy samples a reply (sent with every generate request)."""
 
-    temperature: float = Field(
-        1.0, ge=0.0, description="Softmax temperature; 0 = greedy. For rollouts, also what the learner divides by."
+    temperature: Temperature = Field(
+        1.0,
+        description="Softmax temperature: 0 = greedy, else 1e-6 to 100 (the server's bounds); for rollouts, also "
+        "what the learner divides by.",
     )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (evaluation only; rollouts need 1).")
     max_new_tokens: int = Field(256, gt=0, description="Upper bound on generated tokens per turn.")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cluster.config import EnvConfig, EvalConfig, RolloutConfig, SamplingConfig
-from cluster.fleet import RolloutFleet
+from cluster.ports import FleetPort
 from cluster.rollout import Episode, EpisodeRequest
 from envs.seeds import EVAL_SEEDS
 from serving.config import ServingConfig
@@ -69,7 +69,7 @@ def eval_requests(variant: str, n_episodes: int, *, split: Split = "eval") -> li
     return [EpisodeRequest(seed=EVAL_SEEDS[i], group=i, variant=variant, split=split) for i in range(n_episodes)]
 
 
-def evaluate(fleet: RolloutFleet, env_config: EnvConfig, config: EvalConfig, *, out_dir: Path) -> list[VariantResult]:
+def evaluate(fleet: FleetPort, env_config: EnvConfig, config: EvalConfig, *, out_dir: Path) -> list[VariantResult]:
     """Evaluate every variant of the task on env.split_for("eval") tasks; writes JSONL and CSV under `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sampling = eval_sampling(config)
@@ -207,6 +207,7 @@ def evaluate_checkpoint(
     Connects to RAY_ADDRESS's cluster or starts a local one; stops what it started, also on an
     error, Ctrl-C or SIGTERM (`session.ClusterSession`).
     """
+    from cluster.fleet import RolloutFleet
     from cluster.policy_service import PolicyService
     from cluster.session import ClusterSession
 

@@ -70,35 +70,23 @@ class Request:
 
 def run_requests(config: TrainConfig) -> list[Request]:
     """Everything `config` places on the cluster, biggest roles first (the order of the first-fit)."""
-    serving, rollout = config.serving, config.rollout
+    run, serving, rollout = config.run, config.serving, config.rollout
+    # LearnerGroup reserves {CPU: 1} per rank for an empty learner_resources (plus one GPU on a
+    # cluster with GPUs, which is then there to take).
+    learner = {"run.learner_resources": run.learner_resources or {"CPU": 1.0}}
+    replica = {
+        "serving.num_cpus_per_replica": {"CPU": serving.num_cpus_per_replica},
+        "serving.num_gpus_per_replica": {"GPU": serving.num_gpus_per_replica},
+        "serving.resources_per_replica": serving.resources_per_replica,
+    }
+    actor = {
+        "rollout.num_cpus_per_actor": {"CPU": rollout.num_cpus_per_actor},
+        "rollout.resources_per_actor": rollout.resources_per_actor,
+    }
     return [
-        # LearnerGroup reserves {CPU: 1} per rank for an empty learner_resources (plus one GPU on
-        # a cluster with GPUs, which is then there to take).
-        Request.of(
-            "learner rank",
-            config.run.learner_ranks,
-            "run.learner_ranks",
-            sources={"run.learner_resources": config.run.learner_resources or {"CPU": 1.0}},
-        ),
-        Request.of(
-            "Serve replica",
-            serving.num_replicas,
-            "serving.num_replicas",
-            sources={
-                "serving.num_cpus_per_replica": {"CPU": serving.num_cpus_per_replica},
-                "serving.num_gpus_per_replica": {"GPU": serving.num_gpus_per_replica},
-                "serving.resources_per_replica": serving.resources_per_replica,
-            },
-        ),
-        Request.of(
-            "rollout actor",
-            rollout.n_actors,
-            "rollout.n_actors",
-            sources={
-                "rollout.num_cpus_per_actor": {"CPU": rollout.num_cpus_per_actor},
-                "rollout.resources_per_actor": rollout.resources_per_actor,
-            },
-        ),
+        Request.of("learner rank", run.learner_ranks, "run.learner_ranks", sources=learner),
+        Request.of("Serve replica", serving.num_replicas, "serving.num_replicas", sources=replica),
+        Request.of("rollout actor", rollout.n_actors, "rollout.n_actors", sources=actor),
     ]
 
 

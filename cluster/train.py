@@ -30,7 +30,7 @@ from cluster.policy_service import PolicyService
 from cluster.preflight import PreflightError, preflight
 from cluster.rollout import RolloutWorker
 from cluster.session import ClusterSession
-from cluster.trainer import Trainer, TrainState
+from cluster.trainer import Trainer, TrainState, check_fresh_run_dir
 
 
 @dataclass
@@ -107,7 +107,9 @@ def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = Roll
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> TrainState:
-    """Run one training job to the end and release what it started."""
+    """Run one training job to the end and release what it started; a new run needs a fresh run_dir."""
+    if not resume:
+        check_fresh_run_dir(run_dir)
     with build_session(config, run_dir) as session:
         return session.trainer.run(resume=resume)
 
@@ -125,7 +127,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Train with the options in `argv` (default: the command line); returns the exit status.
 
-    2 for a bad config or a cluster that cannot host it (`cluster.preflight`).
+    2 for a bad config, a used run directory without --resume, or a cluster that cannot host it
+    (`cluster.preflight`).
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     try:
         state = train(config, run_dir, resume=args.resume)
-    except PreflightError as err:
+    except (PreflightError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(

@@ -42,7 +42,7 @@ import numpy as np
 from cluster.batch_builder import grpo_samples, ppo_samples, rollout_stats
 from cluster.config import TrainConfig, dump_config
 from cluster.evaluation import evaluate, variant_metrics
-from cluster.metrics import MetricsLogger, trim_metrics
+from cluster.metrics import METRICS_FILE, MetricsLogger, trim_metrics
 from cluster.ports import FleetPort, LearnerPort, PolicyPort
 from cluster.progress import RunProgress
 from cluster.rollout import SEED_SPACE, EpisodeRequest
@@ -180,10 +180,12 @@ class Trainer:
         with _timed(timings, "time/rollout_s"):
             collected = self.fleet.collect(self.training_requests(self.state.iteration), self.config.rollout.sampling)
         with _timed(timings, "time/learn_s"):
-            samples = self.build_samples(collected)
-            # The learner needs a sample per rank and mini-batch; with fewer (nearly all episodes
-            # lost with crashed actors) the iteration updates nothing and the version stays.
-            learned = len(samples) >= self.config.run.learner_ranks * self.config.learner.mini_batches
+            # The learner needs a sample (turn) per rank and mini-batch, for PPO's value pass too;
+            # with fewer (nearly all episodes lost with crashed actors) the iteration updates
+            # nothing and the version stays.
+            n_turns = sum(len(ep.turns) for ep in collected.episodes)
+            learned = n_turns >= self.config.run.learner_ranks * self.config.learner.mini_batches
+            samples = self.build_samples(collected) if learned else []
             learn_metrics = self.learner.rl_step(samples) if learned else {}
         self.state.iteration += 1
         self.state.dropped_episodes += collected.dropped
@@ -278,6 +280,18 @@ class Trainer:
 
     def _sync_weights(self) -> None:
         self.policy.push(self.learner.export_weights(), self.state.policy_version)
+
+
+def check_fresh_run_dir(run_dir: Path) -> None:
+    """Refuse to start a new run where one already wrote metrics or checkpoints (they would mix).
+
+    Raises FileExistsError naming the directory and both fixes.
+    """
+    used = [name for name in (METRICS_FILE, f"{CHECKPOINTS}/latest") if (Path(run_dir) / name).exists()]
+    if used:
+        raise FileExistsError(
+            f"{run_dir} already holds a run ({', '.join(used)}): pass --resume to continue it, or give a new --run-dir"
+        )
 
 
 def episode_sampling_seed(run_seed: int, iteration: int, episode: int) -> int:

@@ -22,7 +22,7 @@ import torch
 
 @dataclass
 class Sample:
-    """One policy turn to train on (learner contract in /work/contracts.md).
+    """One policy turn to train on (the token-in, token-out contract of the module docstring).
 
     `output_ids` are the only tokens with a loss. `logprobs` are the behaviour policy's log-probs of
     `output_ids` (one per id, RL only). `temperature` is the one `output_ids` were sampled at: the

@@ -74,6 +74,11 @@ def save_checkpoint(learner: LearnerEngine, root: str | Path) -> str:
     }
     if learner.reference is not None:
         client["reference"] = local_partitions(learner.reference.module.policy)
+    # A step that saved before (an iteration that learned nothing) is saved anew, not overwritten
+    # in place: a kill mid-save must not leave new shards beside the old tag's trainer state.
+    if learner.rank == 0 and (root / tag).is_dir():
+        shutil.rmtree(root / tag)
+    dist.barrier()  # no rank writes into the tag while rank 0 clears it
     learner.engine.save_checkpoint(str(root), tag=tag, client_state=client, save_latest=True)
     dist.barrier()  # all shards of this tag are on disk before anything older is deleted
     if learner.rank == 0:

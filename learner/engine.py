@@ -153,8 +153,14 @@ class LearnerEngine:
         )
         return engine
 
-    def _advance_schedule(self, unit: Literal["optimizer_step", "update"]) -> None:
-        """One LR-schedule step if `unit` is what the schedule counts (config.schedule_unit)."""
+    def _advance_schedule(self, unit: Literal["optimizer_step", "update"], *, sft: bool) -> None:
+        """One LR-schedule step if `unit` is what the schedule counts (config.schedule_unit).
+
+        The schedule is the run's own update rule's: SFT steps of an RL learner (algo ppo/grpo: the
+        warm-up before RL) run at the constant peak lr and leave the RL schedule to `begin_rl`.
+        """
+        if sft and self.config.algo != "sft":
+            return
         if self.config.schedule_unit == unit:
             self.schedule.step()
 
@@ -233,8 +239,10 @@ class LearnerEngine:
         )
 
     # --- steps -----------------------------------------------------------------------------
-    def _train(self, samples: list[Sample], loss_fn: Callable[..., tuple[torch.Tensor, Metrics]]) -> dict[str, float]:
-        """One optimizer step over `samples`: accumulate every micro-batch, then step."""
+    def _train(
+        self, samples: list[Sample], loss_fn: Callable[..., tuple[torch.Tensor, Metrics]], *, sft: bool = False
+    ) -> dict[str, float]:
+        """One optimizer step over `samples`: accumulate every micro-batch, then step (`sft`: an SFT step)."""
         start = time.perf_counter()
         plan = self._plan(samples)
         totals: Metrics = {}
@@ -248,7 +256,7 @@ class LearnerEngine:
                 totals[name] = totals.get(name, 0.0) + value.detach().float() * weight
         self.engine.step()
         self.step += 1
-        self._advance_schedule("optimizer_step")
+        self._advance_schedule("optimizer_step", sft=sft)
         names = sorted(totals)
         stacked = torch.stack([totals[n] for n in names]).to(self.device)
         dist.all_reduce(stacked)  # SUM of per-rank shares = the whole batch's values
@@ -284,8 +292,8 @@ class LearnerEngine:
             loss = sft_loss(self._forward(self.engine, batch, pixels).logprobs, batch.action_mask, counts)
             return loss, {"loss/sft": loss}
 
-        metrics = self._train(samples, loss_fn)
-        self._advance_schedule("update")
+        metrics = self._train(samples, loss_fn, sft=True)
+        self._advance_schedule("update", sft=True)
         return metrics
 
     def rl_step(self, samples: list[Sample]) -> dict[str, float]:
@@ -316,7 +324,7 @@ class LearnerEngine:
         metrics.update(logprob_agreement(samples, pre_update, device=self.device))
         if cfg.needs_value_head:
             metrics["rl/explained_variance"] = batch_explained_variance(samples, device=self.device)
-        self._advance_schedule("update")
+        self._advance_schedule("update", sft=False)
         return metrics
 
     def _check_rl_samples(self, samples: list[Sample]) -> None:

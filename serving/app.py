@@ -90,6 +90,16 @@ def _json_body(model: type[BaseModel]) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+def _body_route(path: str, body: type[BaseModel], reply: type[BaseModel]):
+    """`api.post` for a route that reads its raw body (byte limit first) as `body` and replies `reply`.
+
+    The published document shows both models and every error such a route can send.
+    """
+    return api.post(
+        path, response_model=reply, responses=_errors(400, 401, 413, 422, 503), openapi_extra=_json_body(body)
+    )
+
+
 def openapi_document(*, secured: bool, root_path: str) -> dict:
     """The endpoint's OpenAPI document, as served by `GET /openapi.json`.
 
@@ -282,24 +292,14 @@ class PolicyServer:
         """Liveness: answers without the API key while the replica's event loop runs."""
         return {"status": "ok"}
 
-    @api.post(
-        "/v1/generate",
-        response_model=GenerateResponse,
-        responses=_errors(400, 401, 413, 422, 503),
-        openapi_extra=_json_body(GenerateRequest),
-    )
+    @_body_route("/v1/generate", GenerateRequest, GenerateResponse)
     async def http_generate(self, request: Request) -> JSONResponse:
         """`POST /v1/generate`: token in, token out (GenerateRequest -> GenerateResponse)."""
         self._authorize(request)
         parsed = await self._body(request, GenerateRequest)
         return JSONResponse((await self.runtime.generate(parsed)).model_dump())
 
-    @api.post(
-        "/v1/chat/completions",
-        response_model=ChatCompletionResponse,
-        responses=_errors(400, 401, 413, 422, 503),
-        openapi_extra=_json_body(ChatCompletionRequest),
-    )
+    @_body_route("/v1/chat/completions", ChatCompletionRequest, ChatCompletionResponse)
     async def chat_completions(self, request: Request) -> JSONResponse:
         """`POST /v1/chat/completions`: OpenAI-compatible chat on top of the generate path."""
         self._authorize(request)

@@ -82,12 +82,8 @@ class ServingConfig(BaseModel):
     # --- batching ---
     max_batch_size: int = Field(32, gt=0, description="Most requests generated together in one batch.")
     batch_wait_timeout_s: float = Field(0.02, ge=0, description="An idle batcher starts once arrivals pause this long.")
-    batch_max_wait_s: float = Field(
-        0.2, ge=0, description="Longest an idle batcher waits for company before it starts."
-    )
-    max_new_tokens_limit: int = Field(
-        1024, gt=0, description="Largest max_new_tokens a request may ask for (400 above)."
-    )
+    batch_max_wait_s: float = Field(0.2, ge=0, description="Longest an idle batcher waits for company to start.")
+    max_new_tokens_limit: int = Field(1024, gt=0, description="Largest max_new_tokens a request may ask (400 above).")
     default_max_new_tokens: int = Field(256, gt=0, description="max_new_tokens when a request gives none.")
     limits: ServingLimits = Field(default_factory=ServingLimits, description="Bounds on untrusted input.")
     # --- network and auth ---

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -87,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo with the options in `argv` (default: the command line); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m cluster.cli.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIG_DIR / "demo.yaml"), help="YAML config")
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="where the run writes")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path("runs/demo"),
+        help="where the run writes (a previous demo there is replaced)",
+    )
     parser.add_argument("--no-serve", action="store_true", help="stop after training, evaluation and plots")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. serving.port=8001")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -98,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{config.run.sft_steps} SFT steps then {config.run.iterations} {config.learner.algo.upper()} "
         f"iterations; run directory {args.run_dir}"
     )
+    if args.run_dir.exists():  # each demo is a fresh run: metrics of two demos must not mix
+        console.print(f"replacing the previous demo run in {args.run_dir}")
+        shutil.rmtree(args.run_dir)
     with build_session(config, args.run_dir) as session:
         try:
             run_demo(session, args.run_dir, serve=not args.no_serve, console=console)

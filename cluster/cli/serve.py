@@ -59,7 +59,7 @@ def serve(
             url = f"http://{host}:{port}"
             typer.echo(
                 f"serving {checkpoint or model} at {url} (routes: /v1/chat/completions, /v1/generate, "
-                f"/v1/models, /v1/policy, /healthz); Ctrl-C stops"
+                f"/v1/models, /v1/policy, /openapi.json, /docs, /healthz); Ctrl-C stops"
             )
             typer.echo(example_curl(url, with_key=config.api_key is not None), color=False)
             threading.Event().wait()  # block until Ctrl-C

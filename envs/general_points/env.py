@@ -111,8 +111,8 @@ class GeneralPointsEnv(ChatEnv):
     - `split` ("all"): the held-out split of rank multisets (`envs.splits`, key
       `cards.hand_split_key`: the hand's numbers under J, Q, K = 10, the same for every variant,
       about 20% of multisets "eval"). "train" deals training multisets only, "eval" held-out ones
-      only, "all" every multiset (the paper's no-split protocol; the same hands for the same seed
-      as before splits existed). Drivers pass "train" for RL training and SFT export, "eval" for
+      only, "all" every multiset (the paper's no-split protocol; for id and visual_ood the same
+      hands for the same seed as before splits existed). Drivers pass "train" for RL training and SFT export, "eval" for
       evaluation.
     - `target` (24), `max_attempts` (5, at most 32), `image_size` ((1200, 1200), width x height),
       `rewards` (`RewardTable`), `render_mode` (None or "rgb_array").

@@ -145,6 +145,10 @@ class VirlEnv(ChatEnv):
         self.max_attempts, self.rewards, self.render_mode = max_attempts, rewards or RewardTable(), render_mode
         self.real_routes = None
         if route_file is not None:
+            if variant == "visual_ood":  # file routes share the training look: nothing visually OOD
+                raise ValueError(
+                    "variant='visual_ood' draws its own OOD cities; route_file serves id and rule_ood only"
+                )
             from envs.virl.real_data import VirlRoutes
 
             self.real_routes = VirlRoutes.from_virl_files(route_file, pano_dir)

@@ -14,7 +14,6 @@ Throughput counts generated tokens (seeded sampling makes every mode generate th
 """
 
 import asyncio
-import socket
 import statistics
 import threading
 import time
@@ -31,6 +30,7 @@ from learner.prompt_encoding import encode_prompt
 from serving.app import build_app
 from serving.config import ServingConfig
 from serving.generation import GenerationRequest, generate_batch, sample_tokens
+from tests.serve_fixtures import serve_http
 
 MODEL, NEW_TOKENS, N_REQUESTS, THREADS = "smollm2-135m", 64, 32, 1
 N_PAIRS = 8  # batch-1 requests timed in-process and over HTTP in turn (paired ratios)
@@ -122,14 +122,8 @@ def _swap(handle, weights: dict, version: int) -> SwapTiming:
 
 @pytest.fixture(scope="module")
 def root():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    with serve_http(num_cpus=4) as url:
+        yield url
 
 
 @pytest.mark.timeout(3600)

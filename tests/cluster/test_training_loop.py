@@ -8,7 +8,7 @@ from cluster_fakes import FakeEnv, FakeLearner, FakePolicy, FakeServer, InProces
 from cluster.config import CONFIG_DIR, load_config
 from cluster.metrics import read_metrics
 from cluster.rollout import RolloutWorker
-from cluster.trainer import STATE_FILE, Trainer, episode_sampling_seed, newest_checkpoint
+from cluster.trainer import STATE_FILE, Trainer, check_fresh_run_dir, episode_sampling_seed, newest_checkpoint
 from learner.batch import Sample
 
 
@@ -118,8 +118,14 @@ def test_resume_trims_metrics_logged_after_the_checkpoint(tmp_path):
     assert [r["step"] for r in rl] == [1, 2] and rl[1]["policy_version"] == 3
 
 
-def test_too_few_samples_update_nothing(tmp_path):
-    trainer = _trainer(tmp_path, ["run.learner_ranks=64"])
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_too_few_samples_update_nothing(tmp_path, algo):
+    trainer = _trainer(tmp_path, ["run.learner_ranks=64", f"learner.algo={algo}"])
+
+    def values(samples):  # LearnerGroup.values refuses fewer samples than ranks, as rl_step does
+        raise AssertionError(f"values() called with {len(samples)} samples for 64 ranks")
+
+    trainer.learner.values = values
     trainer.run()
     assert "rl_step" not in [name for name, _ in trainer.learner.calls]
     assert trainer.state.iteration == 2 and trainer.state.policy_version == 1
@@ -232,3 +238,10 @@ def test_the_rollout_temperature_is_the_one_the_learner_scores_at(tmp_path):
     assert {r.temperature for r in trainer.policy.handle.requests} == {0.7, 0.0}
     samples = [s for name, payload in trainer.learner.calls if name == "rl_step" for s in payload]
     assert samples and all(s.temperature == 0.7 for s in samples)
+
+
+def test_a_new_run_refuses_a_run_directory_that_holds_one(tmp_path):
+    check_fresh_run_dir(tmp_path / "new")  # nothing there yet
+    _trainer(tmp_path, []).run()
+    with pytest.raises(FileExistsError, match="pass --resume to continue it, or give a new --run-dir"):
+        check_fresh_run_dir(tmp_path)

@@ -179,15 +179,14 @@ def test_real_routes_split_by_start_and_destination(tmp_path):
         gymnasium.make("sftrl/VIRL-v0", route_file=str(lone), split=other)
 
 
-def test_visual_ood_real_routes_are_all_eval_routes(virl_files):
-    (route,) = VirlRoutes.from_virl_files(virl_files / "route_infos.json").routes
-    assert split_of(route.split_key) == "train"  # by the hash; visual_ood takes it as an eval route anyway
-    env = gymnasium.make(
-        "sftrl/VIRL-v0",
-        variant="visual_ood",
-        modality="image",
-        split="eval",
-        route_file=str(virl_files / "route_infos.json"),
-        pano_dir=str(virl_files / "street_views"),
-    )
-    assert env.reset(seed=0)[1]["city"] == "nyc_mini0#0"
+def test_visual_ood_refuses_real_routes(virl_files):
+    # File routes have the training look and are split like id routes: none is visually out of distribution.
+    with pytest.raises(ValueError, match="route_file serves id and rule_ood only"):
+        gymnasium.make(
+            "sftrl/VIRL-v0",
+            variant="visual_ood",
+            modality="image",
+            split="eval",
+            route_file=str(virl_files / "route_infos.json"),
+            pano_dir=str(virl_files / "street_views"),
+        )

@@ -221,6 +221,15 @@ def test_checkpoints_keep_the_last_k_and_restore_step_and_rng(tiny, sft_batch, t
         load_checkpoint(engine, tmp_path / "missing")
 
 
+def test_an_sft_warm_up_before_rl_leaves_the_rl_schedule_for_begin_rl(tiny, sft_batch):
+    engine = LearnerEngine(grpo_epochs_config(lr_schedule="linear", total_steps=4, schedule_unit="update"))
+    for _ in range(5):  # more SFT steps than the RL schedule is long
+        engine.sft_step(sft_batch)
+    assert engine.engine.get_lr()[0] == pytest.approx(1e-2)  # the warm-up runs at the peak lr
+    engine.begin_rl()
+    assert engine.engine.get_lr()[0] == pytest.approx(1e-2)  # and RL starts its schedule at step 0
+
+
 @pytest.mark.parametrize("unit, lr_after", [("update", 0.75e-2), ("optimizer_step", 0.0)])
 def test_the_lr_schedule_steps_per_optimizer_step_or_once_per_update(tiny, sft_batch, unit, lr_after):
     """Linear 1e-2 -> 0 over 4 schedule steps; one rl_step = 2 epochs x 2 mini-batches = 4 optimizer steps."""

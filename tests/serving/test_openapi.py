@@ -9,12 +9,10 @@ a per-example deadline. No reply may be a 5xx or fall outside the documented sta
 types, headers and schemas, and no operation may answer without the key.
 """
 
-import socket
 from datetime import timedelta
 
 import httpx
 import pytest
-import ray
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from ray import serve
@@ -25,6 +23,7 @@ from schemathesis.specs.openapi import checks
 from serving.app import build_app, openapi_document
 from serving.config import ServingConfig, ServingLimits
 from serving.schemas import ChatCompletionRequest, ChatCompletionResponse, GenerateRequest, GenerateResponse
+from tests.serve_fixtures import serve_http
 
 API_KEY = "openapi-test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -116,11 +115,6 @@ CHOSEN = [  # (label, path, body, status): requests whose reply is known, each v
 
 @pytest.fixture(scope="module")
 def url():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     config = ServingConfig(
         model="tiny",
         app_name="openapi",
@@ -131,10 +125,9 @@ def url():
         batch_max_wait_s=0.02,
         limits=ServingLimits(max_request_bytes=64 * 1024),
     )
-    serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
-    yield f"http://127.0.0.1:{port}{config.route_prefix}"
-    serve.shutdown()
-    ray.shutdown()
+    with serve_http(num_cpus=2) as root:
+        serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
+        yield root + config.route_prefix
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ One Ray cluster and one Serve instance for the module, three applications on rou
 """
 
 import asyncio
-import socket
 import time
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from serving.config import ServingConfig, ServingLimits
 from serving.images import to_data_url
 from serving.limits import RequestError
 from serving.weights import StaleVersionError
+from tests.serve_fixtures import serve_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 API_KEY = "test-key-123"
@@ -41,12 +41,6 @@ class App:
     name: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _deploy(config: ServingConfig, root: str) -> App:
     handle = serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
     return App(handle, root + config.route_prefix, config.app_name)
@@ -54,12 +48,8 @@ def _deploy(config: ServingConfig, root: str) -> App:
 
 @pytest.fixture(scope="module")
 def root():
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    with serve_http(num_cpus=8) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
