@@ -31,6 +31,7 @@ from cluster.preflight import PreflightError, preflight
 from cluster.rollout import RolloutWorker
 from cluster.session import ClusterSession
 from cluster.trainer import Trainer, TrainState, check_fresh_run_dir
+from learner.run_dir import RunDirNotSharedError
 
 
 @dataclass
@@ -83,7 +84,9 @@ def sft_sample_source(config: TrainConfig) -> Callable[[int], list[Any]]:
 def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = RolloutWorker) -> TrainingSession:
     """Join or start Ray, start the policy server, the learner ranks and the fleet, wire a Trainer.
 
-    If a part fails to start (or Ctrl-C comes), the parts started before it are stopped again.
+    If a part fails to start (or Ctrl-C comes), the parts started before it are stopped again. The
+    learner ranks first check that they see `run_dir` (a marker the driver writes there): one on a
+    node without the same storage raises `learner.run_dir.RunDirNotSharedError`, naming the fix.
     """
     from learner.group import LearnerGroup
 
@@ -94,7 +97,12 @@ def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = Roll
         policy = cluster.started("policy", PolicyService.start(config.serving, http=config.run.serve_http))
         learner = cluster.started(
             "learner",
-            LearnerGroup(config.run.learner_ranks, config.learner, resources_per_rank=config.run.learner_resources),
+            LearnerGroup(
+                config.run.learner_ranks,
+                config.learner,
+                resources_per_rank=config.run.learner_resources,
+                run_dir=run_dir,  # checkpoints and the exported policy: every rank must see it
+            ),
         )
         fleet = cluster.started(
             "fleet", RolloutFleet.launch(config.env, policy.handle, config.rollout, worker_cls=worker_cls)
@@ -127,8 +135,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Train with the options in `argv` (default: the command line); returns the exit status.
 
-    2 for a bad config, a used run directory without --resume, or a cluster that cannot host it
-    (`cluster.preflight`).
+    2 for a bad config, a used run directory without --resume, a cluster that cannot host it
+    (`cluster.preflight`), or a run directory some learner rank does not see (not on shared storage).
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     try:
         state = train(config, run_dir, resume=args.resume)
-    except (PreflightError, FileExistsError) as err:
+    except (PreflightError, FileExistsError, RunDirNotSharedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(

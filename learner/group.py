@@ -6,12 +6,18 @@ placement group of `resources_per_rank` bundles, starts one actor per bundle, le
 MASTER_ADDR/PORT, and joins torch.distributed among them (NCCL on GPUs, gloo on CPU). Callers pass
 ONE list of samples; the group shards it across ranks (`learner.batch.shard_for_ranks`).
 
+Given the run directory, the group first checks that every rank sees it: it writes a marker file
+with a fresh token there (on the driver) and each rank must read that exact token, else
+`learner.run_dir.RunDirNotSharedError` names the rank's node before any model loads. Ranks on
+other nodes than the driver's need a directory every node mounts (the PVC in k8s/), or checkpoints
+scatter over nodes.
+
     import ray; ray.init(num_cpus=2)
-    group = LearnerGroup(2, LearnerConfig(model="tiny", algo="sft"), resources_per_rank={"CPU": 1})
+    group = LearnerGroup(2, LearnerConfig(model="tiny", algo="sft"), resources_per_rank={"CPU": 1}, run_dir="runs/x")
     metrics = group.sft_step(samples)          # {"loss/sft": ..., "perf/tokens_per_s": ...}
     group.begin_rl()                           # fresh optimizer and LR schedule for the RL phase
     ref = group.export_weights()               # ObjectRef of rank 0's CPU state dict (HF names)
-    group.save("runs/ckpt"); group.load("runs/ckpt"); group.shutdown()
+    group.save("runs/x/ckpt"); group.load("runs/x/ckpt"); group.shutdown()
 """
 
 from __future__ import annotations
@@ -27,6 +33,15 @@ from learner.config import LearnerConfig
 from learner.distributed import free_port, init_distributed, node_ip
 from learner.engine import LearnerEngine
 from learner.export import export_hf, gather_policy_state_dict
+from learner.run_dir import (
+    RankSighting,
+    RunDirMarker,
+    RunDirNotSharedError,
+    absolute,
+    check_run_dir_shared,
+    marker_problem,
+    write_run_dir_marker,
+)
 
 
 class LearnerRank:
@@ -41,6 +56,10 @@ class LearnerRank:
     def master_address(self) -> tuple[str, int]:
         """(address, free port) of this rank's host, for MASTER_ADDR/PORT (asked of rank 0)."""
         return node_ip(), free_port()
+
+    def sees_run_dir(self, marker: RunDirMarker) -> RankSighting:
+        """Does this rank share the run directory: its node, and why it cannot read `marker` (None: it can)."""
+        return RankSighting(node_ip(), marker_problem(marker))
 
     def setup(self, master_addr: str, master_port: int) -> None:
         """Join the process group and build the engine (loads the model, initialises ZeRO-3)."""
@@ -58,6 +77,10 @@ class LearnerRank:
     def values(self, samples: list[Sample]) -> list[float]:
         """`LearnerEngine.values` of this rank's shard."""
         return self.engine.values(samples)
+
+    def num_parameters(self) -> int:
+        """The policy's parameter count (`LearnerEngine.n_parameters`)."""
+        return self.engine.n_parameters
 
     def begin_rl(self) -> bool:
         """`LearnerEngine.begin_rl` (False when this rank is already in the RL phase)."""
@@ -92,11 +115,6 @@ class LearnerRank:
         return load_checkpoint(self.engine, root)
 
 
-def absolute(path: str | Path) -> str:
-    """`path` made absolute on the driver, so actors (whose working directory may differ) agree."""
-    return str(Path(path).expanduser().resolve())
-
-
 def default_rank_resources() -> dict[str, float]:
     """One CPU per rank, plus one GPU when the Ray cluster has GPUs (ZeRO-3 over NCCL then)."""
     import ray
@@ -111,11 +129,18 @@ class LearnerGroup:
 
     `resources_per_rank` is one placement-group bundle per rank, e.g. {"CPU": 1, "GPU": 1,
     "learner": 1} (custom resources advertised by KubeRay worker groups); default:
-    `default_rank_resources()`.
+    `default_rank_resources()`. With `run_dir` (the run directory, where checkpoints and the
+    exported policy go) every rank must see the marker the driver writes there, else the group
+    releases its actors and raises RunDirNotSharedError before loading the model.
     """
 
     def __init__(
-        self, n_ranks: int, config: LearnerConfig, *, resources_per_rank: dict[str, float] | None = None
+        self,
+        n_ranks: int,
+        config: LearnerConfig,
+        *,
+        resources_per_rank: dict[str, float] | None = None,
+        run_dir: str | Path | None = None,
     ) -> None:
         import ray
         from ray.util.placement_group import placement_group
@@ -140,8 +165,21 @@ class LearnerGroup:
             ).remote(rank, n_ranks, config, use_gpu=bundle.get("GPU", 0) > 0)
             for rank in range(n_ranks)
         ]
+        if run_dir is not None:
+            self._check_run_dir(write_run_dir_marker(run_dir))
         address, port = ray.get(self.actors[0].master_address.remote())
         ray.get([a.setup.remote(address, port) for a in self.actors])
+
+    def _check_run_dir(self, marker: RunDirMarker) -> None:
+        """Every rank reads `marker`, or the group shuts down and raises RunDirNotSharedError."""
+        import ray
+
+        sightings = ray.get([actor.sees_run_dir.remote(marker) for actor in self.actors])
+        try:
+            check_run_dir_shared(marker, sightings)
+        except RunDirNotSharedError:
+            self.shutdown()
+            raise
 
     def _all(self, method: str, *args) -> list:
         """Call `method(*args)` on every rank and wait for all (the calls are collective)."""
@@ -191,6 +229,12 @@ class LearnerGroup:
     def export_hf(self, out_dir: str | Path) -> str:
         """Write a HF model directory (safetensors, config, tokenizer) and return its path."""
         return self._all("export_hf", absolute(out_dir))[0]
+
+    def num_parameters(self) -> int:
+        """The policy's parameter count, value head excluded (N of the compute axis, cluster/compute.py)."""
+        import ray
+
+        return ray.get(self.actors[0].num_parameters.remote())
 
     def begin_rl(self) -> bool:
         """Start the RL phase on every rank (fresh optimizer, LR schedule from step 0, KL reference).

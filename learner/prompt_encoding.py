@@ -2,8 +2,8 @@
 
 `encode_prompt(policy, messages, images)` applies the policy's chat template with
 `add_generation_prompt=True`; for VLMs the processor also expands each `{"type": "image"}` item
-into the model's image tokens and returns the pixel values. Both the policy server and the learner
-call it, so a prompt has the same ids everywhere.
+into the model's image tokens and returns the pixel values. The policy server, the learner and the
+driver (which holds only a `PromptCodec`, no weights) call it, so a prompt has the same ids everywhere.
 
     .venv/bin/python -m learner.prompt_encoding tiny "What is 2+2?"   # prints ids and the text
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from learner.models import LoadedPolicy
+from learner.models import LoadedPolicy, PromptCodec
 
 
 class EncodedPrompt(NamedTuple):
@@ -50,14 +50,17 @@ def _as_pil(image: Image.Image | np.ndarray) -> Image.Image:
 
 
 def encode_prompt(
-    policy: LoadedPolicy, messages: Sequence[dict[str, Any]], images: Sequence[Image.Image | np.ndarray] | None = None
+    policy: LoadedPolicy | PromptCodec,
+    messages: Sequence[dict[str, Any]],
+    images: Sequence[Image.Image | np.ndarray] | None = None,
 ) -> EncodedPrompt:
     """Token ids of `messages` under the policy's chat template, ending in the assistant header.
 
     `messages` are HF chat messages; for VLMs a content may be a list of `{"type": "image"}` and
     `{"type": "text", "text": ...}` items, one image (PIL or (H, W, 3) uint8 array) per image item,
-    in order. `pixel_values` come in the model's dtype, on the CPU. Raises ValueError when the
-    number of images does not match the image items, or images are given to a text-only policy.
+    in order. `pixel_values` come on the CPU in `policy.pixel_dtype`: a `LoadedPolicy`'s model
+    dtype, a `PromptCodec`'s float32 (callers cast). Raises ValueError when the number of images
+    does not match the image items, or images are given to a text-only policy.
     """
     images = list(images or [])
     n_items = _count_image_items(messages)
@@ -79,14 +82,14 @@ def encode_prompt(
     batch = policy.processor(text=text, images=[_as_pil(im) for im in images] or None, return_tensors="pt")
     pixel_values = batch.get("pixel_values")  # (N, 3, H, W)
     if pixel_values is not None:
-        pixel_values = pixel_values.to(policy.model.dtype)
+        pixel_values = pixel_values.to(policy.pixel_dtype)
     return EncodedPrompt(batch["input_ids"][0].tolist(), pixel_values)
 
 
 if __name__ == "__main__":
-    from learner.models import load_policy
+    from learner.models import load_prompt_codec
 
-    loaded = load_policy(sys.argv[1] if len(sys.argv) > 1 else "tiny")
-    encoded = encode_prompt(loaded, [{"role": "user", "content": " ".join(sys.argv[2:]) or "Hi"}])
+    codec = load_prompt_codec(sys.argv[1] if len(sys.argv) > 1 else "tiny")
+    encoded = encode_prompt(codec, [{"role": "user", "content": " ".join(sys.argv[2:]) or "Hi"}])
     print(encoded.input_ids)
-    print(loaded.tokenizer.decode(encoded.input_ids))
+    print(codec.tokenizer.decode(encoded.input_ids))

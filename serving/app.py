@@ -37,7 +37,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig, DeploymentActorConfig
 
-from serving.config import ServingConfig
+from serving.config import ServingConfig, hide_unreserved_gpus
 from serving.limits import RequestError, check_at_most
 from serving.memory import release_freed_memory
 from serving.openai_compat import chat_response, chat_to_generate
@@ -152,6 +152,10 @@ class PolicyServer:
     """One replica: loads the policy, then the newest published weights, then serves."""
 
     def __init__(self, config: ServingConfig):
+        # The GPUs Ray gave this replica (build_app's num_gpus_per_replica, or a RayService's
+        # ray_actor_options override): with none, CUDA is hidden before torch first queries it.
+        reserved_gpus = len(ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
+        hide_unreserved_gpus(reserved_gpus)
         import torch
 
         from learner.models import load_policy
@@ -159,7 +163,7 @@ class PolicyServer:
 
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
-        device = config.resolved_device()
+        device = config.resolved_device(reserved_gpus=reserved_gpus)
         dtype = getattr(torch, config.resolved_dtype(device))
         policy = load_policy(config.checkpoint or config.model, dtype=dtype, device=device)
         self.config = config

@@ -60,7 +60,9 @@ class ServingConfig(BaseModel):
     checkpoint: str | None = Field(
         None, description="Directory in HF save_pretrained format loaded instead of `model`."
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Replica device; auto = cuda when visible.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Replica device; auto = cuda when the replica reserved a GPU and CUDA is visible, else cpu."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype; auto = float32 on CPU, bfloat16 on CUDA."
     )
@@ -103,8 +105,22 @@ class ServingConfig(BaseModel):
             )
         return self
 
-    def resolved_device(self) -> str:
-        """The torch device a replica uses ("cuda" when auto and CUDA is visible)."""
+    def resolved_device(self, *, reserved_gpus: int) -> str:
+        """The torch device of a replica that Ray gave `reserved_gpus` GPUs.
+
+        A replica that reserved none runs on the CPU whatever CUDA shows (Ray 2.60 no longer hides
+        a node's GPUs from actors that asked for none: using one would stack unaccounted work on
+        GPU 0); otherwise `device`, where auto means cuda when CUDA is visible. Raises ValueError
+        for device="cuda" without a reserved GPU.
+        """
+        if reserved_gpus == 0:
+            if self.device == "cuda":
+                raise ValueError(
+                    "device='cuda' but this replica reserved no GPU: set num_gpus_per_replica "
+                    "(`sftrl serve --num-gpus 1`; a RayService sets ray_actor_options num_gpus) or "
+                    "device='auto'"
+                )
+            return "cpu"
         if self.device != "auto":
             return self.device
         import torch
@@ -116,3 +132,14 @@ class ServingConfig(BaseModel):
         if self.dtype != "auto":
             return self.dtype
         return "bfloat16" if device == "cuda" else "float32"
+
+
+def hide_unreserved_gpus(reserved_gpus: int) -> None:
+    """Make CUDA show no device to this process when it reserved no GPU (`CUDA_VISIBLE_DEVICES=""`).
+
+    Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone for actors with num_gpus=0, so such a replica would
+    see every GPU of its node. Call this before anything touches CUDA (torch reads the variable
+    once, when it first queries the devices); with GPUs reserved, Ray's own setting stays.
+    """
+    if reserved_gpus == 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""

@@ -1,11 +1,13 @@
 """`sftrl serve`: serve a policy over HTTP from Ray Serve until Ctrl-C or SIGTERM.
 
     sftrl serve --model smollm2-135m [--checkpoint DIR] [--host 127.0.0.1] [--port 8000] [--replicas 1]
+    sftrl serve --model smollm2-135m --num-gpus 1   # on a GPU machine: each replica reserves one GPU
 
 It joins RAY_ADDRESS's cluster or starts a local one (`session.ClusterSession`) and on exit stops
 what it started. Prints the URL and a ready-to-run curl. With `SFTRL_API_KEY` set, every route but
 /healthz needs `Authorization: Bearer $SFTRL_API_KEY`. Binding a host other than 127.0.0.1 exposes
-the endpoint. The options' defaults are `serving.config.ServingConfig`'s.
+the endpoint. A replica uses a GPU only when it reserves one (`--num-gpus`; with the default 0 it
+runs on the CPU). The options' defaults are `serving.config.ServingConfig`'s.
 """
 
 import json
@@ -20,8 +22,8 @@ from cluster.session import ClusterSession
 from serving.config import ServingConfig
 
 _FIELDS = ServingConfig.model_fields
-_MODEL, _CHECKPOINT, _HOST, _PORT, _REPLICAS = (
-    _FIELDS[name] for name in ("model", "checkpoint", "host", "port", "num_replicas")
+_MODEL, _CHECKPOINT, _HOST, _PORT, _REPLICAS, _GPUS = (
+    _FIELDS[name] for name in ("model", "checkpoint", "host", "port", "num_replicas", "num_gpus_per_replica")
 )
 
 CURL_AUTH = ' -H "Authorization: Bearer $SFTRL_API_KEY"'
@@ -50,9 +52,14 @@ def serve(
     host: Annotated[str, typer.Option(help=_HOST.description)] = _HOST.default,
     port: Annotated[int, typer.Option(help=_PORT.description)] = _PORT.default,
     replicas: Annotated[int, typer.Option(min=1, help=_REPLICAS.description)] = _REPLICAS.default,
+    num_gpus: Annotated[
+        float, typer.Option(min=0, help=f"{_GPUS.description} A replica without one runs on the CPU.")
+    ] = _GPUS.default,
 ) -> None:
     """Serve a policy over HTTP (OpenAI-compatible chat and token-level generate) until Ctrl-C."""
-    config = ServingConfig(model=model, checkpoint=checkpoint, host=host, port=port, num_replicas=replicas)
+    config = ServingConfig(
+        model=model, checkpoint=checkpoint, host=host, port=port, num_replicas=replicas, num_gpus_per_replica=num_gpus
+    )
     with ClusterSession() as session:
         try:
             session.started("policy", PolicyService.start(config, http=True))

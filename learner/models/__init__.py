@@ -9,7 +9,9 @@ Names (the README's "Models" section describes them):
 - `tiny-vlm`, `smollm2-135m-vlm`: LLaVA compositions of a small vision tower and those text models;
 - a directory written by `save_policy` / `save_pretrained` (checkpoints, HF exports);
 - a Hugging Face hub id `org/name` (may download: the user named it).
-No built-in name ever touches the network. Modules: `policy` (the record, cache, seeding),
+`load_prompt_codec(name_or_path)` gives a `PromptCodec` (tokenizer/processor and stop ids) from
+the same sources without building the model, for processes that only encode prompts (the driver).
+No built-in name ever touches the network. Modules: `policy` (the records, cache, seeding),
 `smollm2`, `vlm`, `loading`. They import torch and transformers, so this package imports them on
 first use of a name below (PEP 562): `import learner.models` alone stays light.
 
@@ -20,19 +22,21 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
-    from learner.models.loading import BUILTINS, load_policy, save_policy
-    from learner.models.policy import LoadedPolicy, cache_root
+    from learner.models.loading import BUILTINS, load_policy, load_prompt_codec, save_policy
+    from learner.models.policy import LoadedPolicy, PromptCodec, cache_root
 
 _DEFINED_IN = {
     "BUILTINS": "loading",
     "load_policy": "loading",
+    "load_prompt_codec": "loading",
     "save_policy": "loading",
     "LoadedPolicy": "policy",
+    "PromptCodec": "policy",
     "cache_root": "policy",
 }
 """Each public name and the submodule that defines it."""
 
-__all__ = ["BUILTINS", "LoadedPolicy", "cache_root", "load_policy", "save_policy"]
+__all__ = ["BUILTINS", "LoadedPolicy", "PromptCodec", "cache_root", "load_policy", "load_prompt_codec", "save_policy"]
 
 
 def __getattr__(name: str):

@@ -1,4 +1,7 @@
-"""`load_policy(name_or_path)`: built-in names, saved directories and hub ids; `save_policy`."""
+"""`load_policy(name_or_path)`: built-in names, saved directories and hub ids; `save_policy`.
+
+`load_prompt_codec(name_or_path)` reads the same sources for the tokenizer/processor only.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,22 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedTokenizerBase,
+)
 
-from learner.models.policy import LoadedPolicy, place
-from learner.models.smollm2 import load_tiny, smollm2_dir
-from learner.models.vlm import load_tiny_vlm, smollm2_vlm_dir
+from learner.models.policy import LoadedPolicy, PromptCodec, place
+from learner.models.smollm2 import load_tiny, smollm2_codec, smollm2_dir
+from learner.models.vlm import load_tiny_vlm, smollm2_vlm_dir, vlm_codec
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -23,19 +35,41 @@ def _from_dir(path: Path, name: str, *, dtype: torch.dtype, device: str) -> Load
     is_vlm = hasattr(config, "vision_config")
     model_cls = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
     model = model_cls.from_pretrained(path, dtype=dtype, local_files_only=True)
+    tokenizer, processor = _tokenizer_and_processor(path, name, is_vlm=is_vlm)
+    return LoadedPolicy(place(model, dtype=dtype, device=device), tokenizer, processor, name, is_vlm)
+
+
+def _tokenizer_and_processor(path: Path, name: str, *, is_vlm: bool) -> tuple[PreTrainedTokenizerBase, Any | None]:
+    """(tokenizer, processor) saved in directory `path`: the processor and its tokenizer for a VLM."""
     try:
         if is_vlm:
             processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-            tokenizer = processor.tokenizer
-        else:
-            processor, tokenizer = None, AutoTokenizer.from_pretrained(path, local_files_only=True)
+            return processor.tokenizer, processor
+        return AutoTokenizer.from_pretrained(path, local_files_only=True), None
     except (OSError, ValueError) as error:
         raise ValueError(
             f"{name!r} holds weights but no usable tokenizer/processor ({error}): "
             f"save checkpoints with learner.models.save_policy, which stores them "
             f"with the weights"
         ) from error
-    return LoadedPolicy(place(model, dtype=dtype, device=device), tokenizer, processor, name, is_vlm)
+
+
+def _codec_from_dir(path: Path, name: str) -> PromptCodec:
+    """The prompt codec of a `save_pretrained` directory: config, tokenizer/processor, generation config.
+
+    The stop ids are those `from_pretrained` would give the model: its generation_config.json, else
+    the generation fields of config.json.
+    """
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    is_vlm = hasattr(config, "vision_config")
+    tokenizer, processor = _tokenizer_and_processor(path, name, is_vlm=is_vlm)
+    try:
+        generation = GenerationConfig.from_pretrained(path, local_files_only=True)
+    except OSError:  # no generation_config.json: transformers derives one from config.json
+        generation = GenerationConfig.from_pretrained(
+            path, config_file_name="config.json", _from_model_config=True, local_files_only=True
+        )
+    return PromptCodec.for_tokenizer(name, tokenizer, processor, generation_config=generation)
 
 
 def _hub_offline() -> bool:
@@ -43,12 +77,12 @@ def _hub_offline() -> bool:
     return any(flag.upper() in ("1", "ON", "YES", "TRUE") for flag in flags)
 
 
-def _from_hub(repo_id: str, *, dtype: torch.dtype, device: str) -> LoadedPolicy:
-    """Load a hub id from the local HF cache, downloading only when online (the user named it)."""
+def _hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot of hub id `repo_id`, downloading it only when online (the user named it)."""
     from huggingface_hub import snapshot_download
 
     try:
-        path = snapshot_download(repo_id, local_files_only=True)
+        return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception as cached_error:  # huggingface_hub raises several types for "not cached"
         if _hub_offline():
             raise ValueError(
@@ -57,13 +91,34 @@ def _from_hub(repo_id: str, *, dtype: torch.dtype, device: str) -> LoadedPolicy:
                 f"directory"
             ) from cached_error
         try:
-            path = snapshot_download(repo_id)
+            return Path(snapshot_download(repo_id))
         except Exception as error:
             raise ValueError(
                 f"cannot load model {repo_id!r}: {error}. Check the id, run `hf auth login` for "
                 f"gated models, or download it with `hf download {repo_id}`"
             ) from error
-    return _from_dir(Path(path), repo_id, dtype=dtype, device=device)
+
+
+def _model_dir(name_or_path: str) -> Path:
+    """The directory a non-built-in `name_or_path` names: a local directory, or a hub id's snapshot.
+
+    Raises ValueError naming the fix for a directory without config.json, or a name that is
+    neither a directory nor a hub id `org/name`.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"{name_or_path!r} has no config.json: pass a directory written by "
+                f"save_pretrained / learner.models.save_policy"
+            )
+        return path
+    if _HUB_ID.match(name_or_path) and not name_or_path.startswith("."):
+        return _hub_snapshot(name_or_path)
+    raise ValueError(
+        f"unknown model {name_or_path!r}: use one of {sorted(BUILTINS)}, an existing "
+        f"model directory, or a Hugging Face id 'org/name'"
+    )
 
 
 def _load_smollm2(*, dtype: torch.dtype, device: str) -> LoadedPolicy:
@@ -92,20 +147,28 @@ def load_policy(name_or_path: str, *, dtype: torch.dtype = torch.float32, device
     """
     if name_or_path in BUILTINS:
         return BUILTINS[name_or_path](dtype=dtype, device=device)
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ValueError(
-                f"{name_or_path!r} has no config.json: pass a directory written by "
-                f"save_pretrained / learner.models.save_policy"
-            )
-        return _from_dir(path, name_or_path, dtype=dtype, device=device)
-    if _HUB_ID.match(name_or_path) and not name_or_path.startswith("."):
-        return _from_hub(name_or_path, dtype=dtype, device=device)
-    raise ValueError(
-        f"unknown model {name_or_path!r}: use one of {sorted(BUILTINS)}, an existing "
-        f"model directory, or a Hugging Face id 'org/name'"
-    )
+    return _from_dir(_model_dir(name_or_path), name_or_path, dtype=dtype, device=device)
+
+
+CODECS: dict[str, Callable[[str], PromptCodec]] = {
+    "tiny": smollm2_codec,
+    "smollm2-135m": smollm2_codec,
+    "tiny-vlm": vlm_codec,
+    "smollm2-135m-vlm": vlm_codec,
+}
+"""The prompt codec of each built-in name (`BUILTINS`), built without its model."""
+
+
+def load_prompt_codec(name_or_path: str) -> PromptCodec:
+    """The tokenizer/processor and stop ids of the policy `load_policy(name_or_path)` would load, without its weights.
+
+    Reads the same sources (built-in names, directories, hub ids; a hub id's snapshot as
+    `load_policy` fetches it) and raises the same ValueErrors, but never instantiates a model: a
+    driver encodes prompts exactly as the server and the learner do in a tokenizer's memory.
+    """
+    if name_or_path in CODECS:
+        return CODECS[name_or_path](name_or_path)
+    return _codec_from_dir(_model_dir(name_or_path), name_or_path)
 
 
 def save_policy(policy: LoadedPolicy, out_dir: str | Path) -> Path:

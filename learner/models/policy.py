@@ -1,4 +1,4 @@
-"""The `LoadedPolicy` record and the helpers every model builder shares: the cache, seeding."""
+"""The `LoadedPolicy` and `PromptCodec` records and the helpers every model builder shares: the cache, seeding."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -43,9 +43,57 @@ class LoadedPolicy:
     @property
     def eos_token_ids(self) -> list[int]:
         """Ids that end generation: the generation config's, else the tokenizer's eos."""
-        eos = self.model.generation_config.eos_token_id
-        eos = self.tokenizer.eos_token_id if eos is None else eos
-        return [i for i in (eos if isinstance(eos, (list, tuple)) else [eos]) if i is not None]
+        return stop_ids(self.model.generation_config, self.tokenizer)
+
+    @property
+    def pixel_dtype(self) -> torch.dtype:
+        """The dtype `encode_prompt` gives pixel values: the model's."""
+        return self.model.dtype
+
+
+@dataclass
+class PromptCodec:
+    """What turns chat messages into a policy's prompt ids and back, without the policy's weights.
+
+    The driver encodes SFT demonstrations exactly as the server and the learner do but must not hold
+    the model (Llama-3.2-11B-Vision is 42 GB in fp32): `load_prompt_codec` builds this record from
+    the sources `load_policy` reads, never instantiating a model. Its fields mean what a
+    `LoadedPolicy`'s do (`tokenizer` always, `processor` only for VLMs; `eos_token_ids` from the
+    generation config the model would get), so `encode_prompt` and the SFT data accept either.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    processor: Any | None
+    name: str
+    is_vlm: bool
+    eos_token_ids: list[int]
+
+    @classmethod
+    def for_tokenizer(
+        cls,
+        name: str,
+        tokenizer: PreTrainedTokenizerBase,
+        processor: Any | None = None,
+        *,
+        generation_config: GenerationConfig | None = None,
+    ) -> PromptCodec:
+        """The codec of policy `name`: a VLM iff it has a `processor`; stop ids as `stop_ids` finds them."""
+        return cls(tokenizer, processor, name, processor is not None, stop_ids(generation_config, tokenizer))
+
+    @property
+    def pixel_dtype(self) -> torch.dtype:
+        """The dtype `encode_prompt` gives pixel values: the processor's float32 (no model to match).
+
+        Callers that feed them to a model cast them to its dtype.
+        """
+        return torch.float32
+
+
+def stop_ids(generation_config: GenerationConfig | None, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids that end generation: `generation_config.eos_token_id` (an id or a list), else the tokenizer's eos."""
+    eos = generation_config.eos_token_id if generation_config is not None else None
+    eos = tokenizer.eos_token_id if eos is None else eos
+    return [i for i in (eos if isinstance(eos, (list, tuple)) else [eos]) if i is not None]
 
 
 def cache_root() -> Path:

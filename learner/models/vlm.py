@@ -25,8 +25,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from learner.models.policy import LoadedPolicy, build_once, cache_root, place, seeded_init, set_special_ids
-from learner.models.smollm2 import TINY_SEED, load_tiny, smollm2_dir
+from learner.models.policy import LoadedPolicy, PromptCodec, build_once, cache_root, place, seeded_init, set_special_ids
+from learner.models.smollm2 import TINY_SEED, load_tiny, smollm2_dir, smollm2_tokenizer
 
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE = 128
@@ -121,6 +121,16 @@ def load_tiny_vlm(*, dtype: torch.dtype, device: str) -> LoadedPolicy:
     tiny = load_tiny(dtype=torch.float32, device="cpu")
     model, processor = compose(tiny.model, tiny.tokenizer)
     return LoadedPolicy(place(model, dtype=dtype, device=device), processor.tokenizer, processor, "tiny-vlm", True)
+
+
+def vlm_codec(name: str) -> PromptCodec:
+    """The prompt codec of `tiny-vlm` and `smollm2-135m-vlm` (`name`): their processor, no weights.
+
+    Both compose `make_processor` over SmolLM2's tokenizer and stop at its eos (`compose`), so the
+    codec builds neither the vision tower nor `smollm2-135m-vlm`'s directory.
+    """
+    processor = make_processor(smollm2_tokenizer())
+    return PromptCodec.for_tokenizer(name, processor.tokenizer, processor)
 
 
 def _build_smollm2_vlm(out: Path) -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from cluster.cli import serve as serve_cli
 from cluster.cli.main import app
 from cluster.cli.serve import example_curl, serve
 from serving.config import ServingConfig
@@ -28,7 +29,7 @@ def _free_port() -> int:
 def test_serve_is_registered_with_its_options():
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
-    for option in ("--model", "--checkpoint", "--host", "--port"):
+    for option in ("--model", "--checkpoint", "--host", "--port", "--replicas", "--num-gpus"):
         assert option in result.output
 
 
@@ -41,7 +42,42 @@ def test_serve_defaults_are_the_serving_configs():
         "host": config.host,
         "port": config.port,
         "replicas": config.num_replicas,
+        "num_gpus": config.num_gpus_per_replica,
     }
+
+
+class _FakeSession:
+    """ClusterSession stand-in: starts no Ray."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def started(self, name, part):
+        return part
+
+
+@pytest.mark.parametrize("argv, gpus", [([], ServingConfig().num_gpus_per_replica), (["--num-gpus", "1"], 1.0)])
+def test_sftrl_serve_reserves_num_gpus_per_replica(monkeypatch, argv, gpus):
+    configs = []
+
+    def start(config, *, http):
+        configs.append(config)
+        raise KeyboardInterrupt  # as Ctrl-C right after the deployment: serve() stops cleanly
+
+    monkeypatch.setattr(serve_cli, "ClusterSession", _FakeSession)
+    monkeypatch.setattr(serve_cli.PolicyService, "start", start)
+    result = CliRunner().invoke(app, ["serve", "--model", "tiny", *argv])
+    assert result.exit_code == 0, result.output
+    [config] = configs
+    assert (config.model, config.num_gpus_per_replica) == ("tiny", gpus)
+
+
+def test_sftrl_serve_refuses_a_negative_gpu_count():
+    result = CliRunner().invoke(app, ["serve", "--num-gpus", "-1"])
+    assert result.exit_code == 2 and "--num-gpus" in result.output
 
 
 def test_example_curl_sends_the_key_only_when_set():
