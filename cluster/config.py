@@ -174,6 +174,12 @@ class EvalConfig(_Strict):
     after_sft: bool = Field(
         False, description="Also evaluate right after the SFT phase (logged at RL iteration 0): SFT vs RL in one run."
     )
+    every_n_sft_steps: int = Field(
+        0,
+        ge=0,
+        description="Also push the weights and evaluate every N SFT steps within the SFT phase, and at its end "
+        "(a checkpoint at each if run.checkpoint_every); 0 = never within the phase.",
+    )
     episodes_per_variant: int = Field(
         32, gt=0, description="Episodes per variant (id, rule_ood, visual_ood for VL tasks)."
     )
@@ -222,6 +228,12 @@ class RunConfig(_Strict):
         None,
         gt=0,
         description="CPUs for a Ray cluster this run starts itself (None: the machine's); ignored under a job.",
+    )
+    prior_train_tokens: int = Field(
+        0,
+        ge=0,
+        description="Tokens trained before this run's starting weights (a study's SFT init: D_init), counted in "
+        "every row's compute/train_tokens and compute/gflops (cluster/compute.py).",
     )
 
 
@@ -309,13 +321,13 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> TrainConf
         raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
 
 
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Set `dotted.key=value` in the raw config dict, checking the key against the config tree."""
+def apply_override(raw: dict[str, Any], override: str, *, root: type[BaseModel] | None = None) -> None:
+    """Set `dotted.key=value` in the raw config dict, checking the key against `root`'s tree (TrainConfig)."""
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {override!r} is not key=value; write e.g. learner.lr=1e-6")
     parts = key.strip().split(".")
-    _check_key(parts)
+    _check_key(parts, root or TrainConfig)
     value = yaml.safe_load(text) if text.strip() else ""
     node = raw
     for part in parts[:-1]:
@@ -326,9 +338,8 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
-def _check_key(parts: list[str]) -> None:
-    """Raise ConfigError unless `parts` names a field of TrainConfig (free below dict fields)."""
-    model: type[BaseModel] = TrainConfig
+def _check_key(parts: list[str], model: type[BaseModel]) -> None:
+    """Raise ConfigError unless `parts` names a field of `model`'s tree (free below dict fields)."""
     for depth, part in enumerate(parts):
         fields = model.model_fields
         if part not in fields:

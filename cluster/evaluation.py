@@ -44,7 +44,8 @@ class VariantResult:
     """Scores of one variant; None where a metric does not apply to the task.
 
     `step_accuracy` and `card_accuracy` are rates the envs count in `info` (`eval_hits` /
-    `eval_trials`); an env that counts a new rate needs a field here, defaulting to None.
+    `eval_trials`), each with its denominator (`<rate>_trials`; `episodes` is the denominator of the
+    per-episode rates); an env that counts a new rate needs both fields here, defaulting to None.
     """
 
     variant: str
@@ -55,6 +56,8 @@ class VariantResult:
     reward_mean: float
     step_accuracy: float | None = None
     card_accuracy: float | None = None
+    step_accuracy_trials: int | None = None
+    card_accuracy_trials: int | None = None
 
 
 def eval_sampling(config: EvalConfig) -> SamplingConfig:
@@ -105,23 +108,34 @@ def score_variant(variant: str, episodes: list[Episode], *, dropped: int = 0) ->
 
 
 def _pooled_rates(episodes: list[Episode]) -> dict[str, float]:
-    """Metric -> sum(hits) / sum(trials) over episodes, from each final info's `eval_hits` / `eval_trials`.
+    """Metric -> sum(hits) / sum(trials) over episodes, and `<metric>_trials` -> sum(trials).
 
-    A metric no episode counts is absent; one counted with no trials at all is NaN.
+    From each final info's `eval_hits` / `eval_trials`. A metric no episode counts is absent; one
+    counted with no trials at all is NaN.
     """
     hits: Counter[str] = Counter()
     trials: Counter[str] = Counter()
     for episode in episodes:
         hits.update(episode.final_info.get("eval_hits", {}))
         trials.update(episode.final_info.get("eval_trials", {}))
-    return {name: hits[name] / trials[name] if trials[name] else float("nan") for name in trials}
+    rates = {name: hits[name] / trials[name] if trials[name] else float("nan") for name in trials}
+    return rates | {f"{name}_trials": trials[name] for name in trials}
 
 
 def variant_metrics(results: list[VariantResult]) -> dict[str, float]:
-    """`eval/<variant>/<metric>` keys for metrics.jsonl."""
+    """`eval/<variant>/<metric>` keys for metrics.jsonl, with the denominators (`episodes`, `<rate>_trials`)."""
     metrics = {}
     for r in results:
-        for key in ("success", "first_attempt_success", "reward_mean", "step_accuracy", "card_accuracy"):
+        for key in (
+            "episodes",
+            "success",
+            "first_attempt_success",
+            "reward_mean",
+            "step_accuracy",
+            "card_accuracy",
+            "step_accuracy_trials",
+            "card_accuracy_trials",
+        ):
             value = getattr(r, key)
             if value is not None:
                 metrics[f"eval/{r.variant}/{key}"] = value

@@ -1,8 +1,10 @@
 """Run metrics: one JSON line per logged step in `RUN_DIR/metrics.jsonl`, and TensorBoard events.
 
 Keys are namespaced (`rollout/reward_mean`, `eval/rule_ood/success`, `loss/policy`,
-`time/weight_sync_s`, `perf/tokens_per_s`). Each line also holds `step` (the RL iteration, or the
-SFT step during the SFT phase), `phase` (`sft` | `rl` | `eval`) and `policy_version`.
+`time/weight_sync_s`, `perf/tokens_per_s`, `compute/gflops`). Each line also holds `step` (the RL
+iteration, or the SFT step during the SFT phase), `phase` (`sft` | `rl` | `eval`), `policy_version`,
+and the run's position when it was logged: `sft_step` (SFT steps done) and `iteration` (RL
+iterations done).
 Read them back with `read_metrics(run_dir)`; view the events with `tensorboard --logdir RUN_DIR`.
 """
 
@@ -26,12 +28,16 @@ class MetricsLogger:
         self._path = Path(run_dir) / METRICS_FILE
         self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
-    def log(self, metrics: dict[str, float], *, step: int, phase: str, policy_version: int) -> None:
+    def log(
+        self, metrics: dict[str, float], *, step: int, phase: str, policy_version: int, sft_step: int, iteration: int
+    ) -> None:
         """Record `metrics` at `step`; non-finite values are written as null in the JSONL."""
         record: dict[str, Any] = {
             "step": step,
             "phase": phase,
             "policy_version": policy_version,
+            "sft_step": sft_step,
+            "iteration": iteration,
             "wall_time": time.time(),
         }
         for key, value in sorted(metrics.items()):
@@ -49,7 +55,7 @@ class MetricsLogger:
 
 
 def trim_metrics(run_dir: Path, *, sft_step: int, iteration: int) -> int:
-    """Drop records logged after a checkpoint (SFT step > sft_step, RL/eval step > iteration).
+    """Drop records logged after a checkpoint (at more SFT steps or RL iterations done than it holds).
 
     A resumed run repeats the work done after its checkpoint; trimming keeps one record per step.
     Returns how many records were dropped. TensorBoard events are append-only and keep both.
@@ -58,7 +64,7 @@ def trim_metrics(run_dir: Path, *, sft_step: int, iteration: int) -> int:
     if not path.is_file():
         return 0
     records = read_metrics(run_dir)
-    kept = [r for r in records if r["step"] <= (sft_step if r["phase"] == "sft" else iteration)]
+    kept = [r for r in records if r["sft_step"] <= sft_step and r["iteration"] <= iteration]
     path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     return len(records) - len(kept)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from cluster.metrics import read_metrics
 
-_META = {"step", "phase", "policy_version", "wall_time"}
+_META = {"step", "phase", "policy_version", "sft_step", "iteration", "wall_time"}
 
 
 def plot_run(run_dir: Path, *, out_dir: Path | None = None) -> list[Path]:

@@ -33,6 +33,9 @@ class LearnerPort(Protocol):
     def begin_rl(self) -> bool:
         """Start the RL phase: fresh optimizer and LR schedule; False (nothing changed) if already in it."""
 
+    def num_parameters(self) -> int:
+        """The policy's parameter count, value head excluded (N of the compute axis, cluster/compute.py)."""
+
     def export_weights(self) -> Any:
         """The policy's full weights (an ObjectRef of a CPU state dict) for `PolicyPort.push`."""
 

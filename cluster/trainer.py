@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from cluster.batch_builder import grpo_samples, ppo_samples, rollout_stats
+from cluster.compute import compute_metrics, rollout_tokens, sample_tokens
 from cluster.config import TrainConfig, dump_config
 from cluster.evaluation import evaluate, variant_metrics
 from cluster.metrics import METRICS_FILE, MetricsLogger, trim_metrics
@@ -65,8 +66,15 @@ class TrainState:
     phase: Literal["sft", "rl"] = "sft"
     """Becomes "rl" when `learner.begin_rl()` runs (the learner's checkpoint records the same boundary)."""
     policy_version: int = 0
-    """The version of the weights the server holds: +1 after the SFT phase and after each learned iteration."""
+    """The version of the weights the server holds: +1 at every SFT push (eval points, the phase's end) and
+    after each learned iteration."""
     dropped_episodes: int = 0
+    train_tokens: int = 0
+    """Tokens the learner trained on in this run (prompt + output per sample, once per PPO epoch)."""
+    buffer_tokens: int = 0
+    """Prompt + output tokens of every training rollout turn (the paper's D_buffer)."""
+    generated_tokens: int = 0
+    """Output tokens of every training rollout turn."""
 
 
 class Trainer:
@@ -98,6 +106,7 @@ class Trainer:
         self.evals: list[tuple[int, list[Any]]] = []
         """(RL iteration, per-variant results) of every evaluation of this process, in order."""
         self._progress: RunProgress | None = None
+        self._n_parameters: int | None = None
 
     def run(self, *, resume: bool = False) -> TrainState:
         """SFT phase, RL iterations, final evaluation; returns the final state."""
@@ -137,10 +146,15 @@ class Trainer:
         return checkpoint
 
     def sft_phase(self) -> None:
-        """run.sft_steps steps of SFT on oracle turns, then a weight push and a checkpoint."""
+        """run.sft_steps steps of SFT on oracle turns, then a weight push, evaluation and a checkpoint.
+
+        Every `eval.every_n_sft_steps` steps within the phase the weights are pushed (a new policy
+        version), evaluated and checkpointed (if run.checkpoint_every) too: the SFT curve of a study.
+        """
         steps, batch_size = self.config.run.sft_steps, self.config.run.sft_batch_size
         if self.state.sft_step >= steps:
             return
+        every = self.config.eval.every_n_sft_steps
         samples = self._sft_samples(steps * batch_size)
         for step in range(self.state.sft_step, steps):
             batch = [samples[(step * batch_size + i) % len(samples)] for i in range(batch_size)]
@@ -148,17 +162,22 @@ class Trainer:
             with _timed(timings, "time/learn_s"):
                 metrics = self.learner.sft_step(batch)
             self.state.sft_step = step + 1
+            self.state.train_tokens += sample_tokens(batch)
             self._show_progress()
-            self.metrics.log(
-                {**metrics, **timings}, step=step + 1, phase="sft", policy_version=self.state.policy_version
-            )
+            self._log({**metrics, **timings}, step=step + 1, phase="sft")
             self._say(
                 f"sft {step + 1}/{steps}  loss/sft={metrics.get('loss/sft', float('nan')):.4f}  "
                 f"{timings['time/learn_s']:.1f}s"
             )
+            if every and self.state.sft_step % every == 0 and self.state.sft_step < steps:
+                self._sft_point(evaluate=True)
+        self._sft_point(evaluate=self.config.eval.after_sft or bool(every))
+
+    def _sft_point(self, *, evaluate: bool) -> None:
+        """Push the SFT weights as a new policy version, evaluate them if asked, checkpoint if configured."""
         self.state.policy_version += 1
         self._sync_weights()
-        if self.config.eval.after_sft:
+        if evaluate:
             self.evaluate()
         if self.config.run.checkpoint_every:
             self.checkpoint()
@@ -189,6 +208,10 @@ class Trainer:
             learn_metrics = self.learner.rl_step(samples) if learned else {}
         self.state.iteration += 1
         self.state.dropped_episodes += collected.dropped
+        self.state.train_tokens += sample_tokens(samples) * self.config.learner.ppo_epochs
+        buffer_tokens, generated_tokens = rollout_tokens(collected.episodes)
+        self.state.buffer_tokens += buffer_tokens
+        self.state.generated_tokens += generated_tokens
         self._show_progress()
         with _timed(timings, "time/weight_sync_s"):
             if learned:
@@ -202,7 +225,7 @@ class Trainer:
             "rollout/samples": float(len(samples)),
             "rollout/dropped_total": float(self.state.dropped_episodes),
         }
-        self.metrics.log(metrics, step=self.state.iteration, phase="rl", policy_version=self.state.policy_version)
+        self._log(metrics, step=self.state.iteration, phase="rl")
         self._say(
             f"rl {self.state.iteration}/{self.config.run.iterations}  "
             f"reward={metrics.get('rollout/reward_mean', float('nan')):.2f}  "
@@ -254,7 +277,7 @@ class Trainer:
         with _timed(timings, "time/eval_s"):
             results = evaluate(self.fleet, self.config.env, self.config.eval, out_dir=out_dir)
         metrics = {**variant_metrics(results), **timings}
-        self.metrics.log(metrics, step=self.state.iteration, phase="eval", policy_version=self.state.policy_version)
+        self._log(metrics, step=self.state.iteration, phase="eval")
         self._evaluated_version = self.state.policy_version
         self.evals.append((self.state.iteration, results))
         self._say(
@@ -273,6 +296,25 @@ class Trainer:
         partial.write_text(json.dumps(asdict(self.state)))
         os.replace(partial, tag / STATE_FILE)
         return tag
+
+    def _log(self, metrics: dict[str, float], *, step: int, phase: str) -> None:
+        """Log a metrics row with the run's position (SFT step, RL iteration, version) and compute so far."""
+        if self._n_parameters is None:
+            self._n_parameters = self.learner.num_parameters()
+        compute = compute_metrics(
+            n_parameters=self._n_parameters,
+            train_tokens=self.config.run.prior_train_tokens + self.state.train_tokens,
+            buffer_tokens=self.state.buffer_tokens,
+            generated_tokens=self.state.generated_tokens,
+        )
+        self.metrics.log(
+            {**metrics, **compute},
+            step=step,
+            phase=phase,
+            policy_version=self.state.policy_version,
+            sft_step=self.state.sft_step,
+            iteration=self.state.iteration,
+        )
 
     def _show_progress(self) -> None:
         if self._progress is not None:

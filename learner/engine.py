@@ -116,6 +116,8 @@ class LearnerEngine:
             if config.needs_value_head
             else None
         )
+        self.n_parameters = loaded.model.num_parameters()
+        """The policy's parameter count before ZeRO-3 partitions it (value head excluded): N of cluster/compute.py."""
         self.module = PolicyWithValue(loaded.model, head)
         self.engine = self._initialize(self.module, train=True)
         self.reference = None

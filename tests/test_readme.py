@@ -110,7 +110,7 @@ def _check_names(command: Command) -> None:
 
         assert command.option("--model") in BUILTINS, f"{command}: no built-in model {command.option('--model')!r}"
     if command.option("--config") is not None:
-        load_config(ROOT / command.option("--config"), command.overrides)  # ConfigError names the bad key
+        _load_config(command, command.argv[2:])  # ConfigError names the bad key
 
 
 @pytest.mark.parametrize("command", SFTRL, ids=_ids(SFTRL))
@@ -140,7 +140,7 @@ def test_cheap_sftrl_line_runs(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths in the line land here
     if command.argv[1] == "plot":
         logger = MetricsLogger(Path(command.argv[2]))
-        logger.log({"rollout/reward_mean": 1.0}, step=1, phase="rl", policy_version=1)
+        logger.log({"rollout/reward_mean": 1.0}, step=1, phase="rl", policy_version=1, sft_step=0, iteration=1)
         logger.close()
     result = runner.invoke(app, _runnable(command), input="")
     assert result.exit_code == 0, f"{command}:\n{result.output}"
@@ -168,7 +168,19 @@ def test_python_module_line_uses_only_flags_its_help_lists(command):
     unknown = flags - _module_flags(module)
     assert not unknown, f"{command}: `python -m {module} --help` lists no {sorted(unknown)}"
     if command.option("--config") is not None:
-        load_config(ROOT / command.option("--config"), command.overrides)
+        _load_config(command, command.argv[3:])
+
+
+def _load_config(command: Command, args: tuple[str, ...]) -> None:
+    """Load the line's config with its overrides: a study file as `sftrl study` reads `args`, else a run's."""
+    path = ROOT / command.option("--config")
+    if path.name.startswith("study_"):
+        from cluster.study.__main__ import parse_args, study_overrides
+        from cluster.study.config import load_study
+
+        load_study(path, study_overrides(parse_args(list(args))))
+    else:
+        load_config(path, command.overrides)
 
 
 @pytest.mark.parametrize("command", SERVE_RUN, ids=_ids(SERVE_RUN))

@@ -116,6 +116,9 @@ class FakeLearner:
         self.calls.append(("begin_rl", None))
         return True
 
+    def num_parameters(self):
+        return 1000
+
     def export_weights(self):
         return {"steps": self.steps}
 
@@ -160,15 +163,29 @@ class InProcessFleet:
     def __init__(self, worker):
         self.worker = worker
         self.collected: list[list] = []
+        self.results: list = []
+        """The CollectResult of each collect, in the order of `collected`."""
 
     def collect(self, requests, sampling):
         from cluster.fleet import CollectResult
 
         self.collected.append(list(requests))
         batch = asyncio.run(self.worker.run_episodes(requests, sampling))
-        return CollectResult(
+        result = CollectResult(
             episodes=batch.episodes, dropped=0, failed_actors=0, actor_wall_s=[batch.wall_s], env_s=batch.env_s
         )
+        self.results.append(result)
+        return result
+
+    def training_turns(self):
+        """Every turn of the episodes collected for training (requests on split='train' tasks)."""
+        return [
+            turn
+            for requests, result in zip(self.collected, self.results, strict=True)
+            if requests[0].split == "train"
+            for episode in result.episodes
+            for turn in episode.turns
+        ]
 
     def shutdown(self):
         pass

@@ -4,8 +4,10 @@ import re
 
 from typer.testing import CliRunner
 
+import cluster.train
 from cluster.cli.main import app
 from cluster.metrics import MetricsLogger
+from learner.run_dir import RankSighting, RunDirMarker, check_run_dir_shared
 
 runner = CliRunner()
 
@@ -31,7 +33,7 @@ def test_train_names_a_missing_config_file(tmp_path):
 
 def test_plot_writes_pngs_and_prints_their_paths(tmp_path):
     logger = MetricsLogger(tmp_path)
-    logger.log({"rollout/reward_mean": 1.0}, step=1, phase="rl", policy_version=1)
+    logger.log({"rollout/reward_mean": 1.0}, step=1, phase="rl", policy_version=1, sft_step=0, iteration=1)
     logger.close()
     result = runner.invoke(app, ["plot", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -52,6 +54,18 @@ def test_train_rejects_a_bad_override_before_starting_anything(tmp_path):
     assert "unknown config key 'learner.lrr'" in result.output
     assert "learner has no field 'lrr'" in result.output
     assert not (tmp_path / "config.yaml").exists()
+
+
+def test_train_exits_2_with_the_fix_when_a_rank_does_not_see_the_run_directory(tmp_path, monkeypatch):
+    def train(config, run_dir, *, resume):  # what LearnerGroup raises for a rank on another node's disk
+        marker = RunDirMarker(str(run_dir), "token")
+        check_run_dir_shared(marker, [RankSighting("10.0.0.2", f"{marker.path} does not exist on this node")])
+
+    monkeypatch.setattr(cluster.train, "train", train)
+    result = runner.invoke(app, ["train", "--config", "cluster/configs/tiny.yaml", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"error: the run directory {tmp_path} is not shared" in result.output
+    assert "rank 0 on node 10.0.0.2" in result.output and "/mnt/sftrl" in result.output
 
 
 def test_eval_rejects_an_unknown_task():

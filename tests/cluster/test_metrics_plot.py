@@ -10,8 +10,15 @@ from cluster.plot import plot_run
 
 def test_metrics_append_jsonl_and_tensorboard(tmp_path):
     logger = MetricsLogger(tmp_path)
-    logger.log({"loss/sft": 1.5}, step=1, phase="sft", policy_version=0)
-    logger.log({"rollout/reward_mean": -1.0, "loss/policy": math.nan}, step=1, phase="rl", policy_version=1)
+    logger.log({"loss/sft": 1.5}, step=1, phase="sft", policy_version=0, sft_step=1, iteration=0)
+    logger.log(
+        {"rollout/reward_mean": -1.0, "loss/policy": math.nan},
+        step=1,
+        phase="rl",
+        policy_version=1,
+        sft_step=1,
+        iteration=1,
+    )
     logger.close()
     records = read_metrics(tmp_path)
     assert [(r["step"], r["phase"]) for r in records] == [(1, "sft"), (1, "rl")]
@@ -21,10 +28,24 @@ def test_metrics_append_jsonl_and_tensorboard(tmp_path):
 
 def test_plot_writes_one_png_per_namespace(tmp_path):
     logger = MetricsLogger(tmp_path)
-    logger.log({"loss/sft": 2.0}, step=1, phase="sft", policy_version=0)
+    logger.log({"loss/sft": 2.0}, step=1, phase="sft", policy_version=0, sft_step=1, iteration=0)
     for step in (1, 2):
-        logger.log({"rollout/reward_mean": step, "time/rollout_s": 1.0}, step=step, phase="rl", policy_version=step)
-    logger.log({"eval/id/success": 0.5, "eval/rule_ood/success": 0.25}, step=2, phase="eval", policy_version=2)
+        logger.log(
+            {"rollout/reward_mean": step, "time/rollout_s": 1.0},
+            step=step,
+            phase="rl",
+            policy_version=step,
+            sft_step=1,
+            iteration=step,
+        )
+    logger.log(
+        {"eval/id/success": 0.5, "eval/rule_ood/success": 0.25},
+        step=2,
+        phase="eval",
+        policy_version=2,
+        sft_step=1,
+        iteration=2,
+    )
     logger.close()
     paths = plot_run(tmp_path)
     assert sorted(p.name for p in paths) == ["eval.png", "rollout.png", "sft.png", "time.png"]

@@ -10,20 +10,11 @@ import subprocess
 import sys
 
 import pytest
+from kuberay_nodes import KUBERAY
 
 from cluster.config import CONFIG_DIR, load_config, validate_config
 from cluster.preflight import PreflightError, check_resources, preflight
 
-HEAD = {"CPU": 0.0, "memory": 16e9, "object_store_memory": 4e9}
-# k8s/raycluster.yaml: one 8-GPU learner pod, two 1-GPU policy pods, two rollout pods.
-KUBERAY = [
-    HEAD,
-    {"CPU": 64.0, "GPU": 8.0, "learner": 8.0},
-    {"CPU": 8.0, "GPU": 1.0, "policy": 1.0},
-    {"CPU": 8.0, "GPU": 1.0, "policy": 1.0},
-    {"CPU": 8.0, "rollout": 8.0},
-    {"CPU": 8.0, "rollout": 8.0},
-]
 LAPTOP = [{"CPU": 2.0, "memory": 8e9, "object_store_memory": 2e9, "node:127.0.0.1": 1.0}]
 
 

@@ -245,3 +245,31 @@ def test_a_new_run_refuses_a_run_directory_that_holds_one(tmp_path):
     _trainer(tmp_path, []).run()
     with pytest.raises(FileExistsError, match="pass --resume to continue it, or give a new --run-dir"):
         check_fresh_run_dir(tmp_path)
+
+
+def test_every_row_carries_the_compute_axis_of_the_paper(tmp_path):
+    # FakeLearner: N = 1000 parameters; SFT samples are 4 tokens each, 4 per step (tiny.yaml).
+    trainer = _trainer(tmp_path, ["run.prior_train_tokens=50"])
+    trainer.run()
+    records = read_metrics(tmp_path)
+    assert all("compute/gflops" in r and r["compute/parameters"] == 1000 for r in records)
+    sft_rows = [r for r in records if r["phase"] == "sft"]
+    assert [r["compute/train_tokens"] for r in sft_rows] == [50 + 16, 50 + 32]  # prior + 4 samples x 4 tokens
+    assert sft_rows[-1]["compute/gflops"] == pytest.approx(6 * 1000 * 82 / 1e9)
+    last = records[-1]
+    buffer = sum(len(t.prompt_ids) + len(t.output_ids) for t in trainer.fleet.training_turns())
+    rl_tokens = last["compute/train_tokens"] - 82
+    assert last["compute/buffer_tokens"] == buffer > 0 and rl_tokens > 0
+    # X_RL = 6 N (D_init + D_RL) + 2 N D_buffer
+    assert last["compute/gflops"] == pytest.approx((6 * 1000 * (82 + rl_tokens) + 2 * 1000 * buffer) / 1e9)
+
+
+def test_sft_evaluation_points_push_evaluate_and_checkpoint_within_the_phase(tmp_path):
+    trainer = _trainer(
+        tmp_path, ["run.sft_steps=4", "run.iterations=0", "learner.algo=sft", "eval.every_n_sft_steps=2"]
+    )
+    state = trainer.run()
+    assert [v for _, v in trainer.policy.pushed] == [1, 2] and state.policy_version == 2
+    evals = [r for r in read_metrics(tmp_path) if r["phase"] == "eval"]
+    assert [(r["sft_step"], r["policy_version"]) for r in evals] == [(2, 1), (4, 2)]  # no third evaluation at the end
+    assert [name for name, _ in trainer.learner.calls].count("save") == 2

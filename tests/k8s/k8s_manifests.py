@@ -22,7 +22,17 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 OVERLAY = K8S / "overlays" / "cpu"
 RAY_KINDS = ("RayCluster", "RayJob", "RayService")
-MANIFESTS = ("checkpoints-pvc.yaml", "raycluster.yaml", "rayjob-train.yaml", "rayservice-policy.yaml")
+MANIFESTS = (
+    "checkpoints-pvc.yaml",
+    "raycluster.yaml",
+    "rayjob-train.yaml",
+    "rayjob-study.yaml",
+    "rayservice-policy.yaml",
+)
+TRAIN_JOB = "sftrl-train"
+"""The RayJob that `by_kind` files under its kind: the run the RayService serves and the CPU overlay adapts."""
+JOBS = {"train": "RayJob", "study": "RayJob/sftrl-study"}
+"""Each RayJob's key in `by_kind`'s mapping (the CPU overlay has the training job only)."""
 GPU = "nvidia.com/gpu"
 SHM = "/dev/shm"
 BYTES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
@@ -34,8 +44,14 @@ def load_docs(text: str) -> list[dict[str, Any]]:
 
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    kinds = {doc["kind"]: doc for doc in docs}
-    assert len(kinds) == len(docs), "one object per kind expected"
+    """Kind -> its one object; a RayJob other than TRAIN_JOB goes by "RayJob/<name>" (JOBS)."""
+    kinds = {}
+    for doc in docs:
+        key = doc["kind"]
+        if key == "RayJob" and doc["metadata"]["name"] != TRAIN_JOB:
+            key = f"RayJob/{doc['metadata']['name']}"
+        assert key not in kinds, f"one object per kind expected, {key} twice"
+        kinds[key] = doc
     return kinds
 
 
@@ -203,8 +219,9 @@ def shm_bytes(group: dict[str, Any]) -> int | None:
     return quantity(memory, BYTES)
 
 
-def job_argv(manifests: dict[str, dict[str, Any]]) -> list[str]:
-    return shlex.split(manifests["RayJob"]["spec"]["entrypoint"])
+def job_argv(job: dict[str, Any]) -> list[str]:
+    """A RayJob's entry point as argv."""
+    return shlex.split(job["spec"]["entrypoint"])
 
 
 def serve_app(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -3,11 +3,13 @@
 Offline checks, on k8s/ (GPU) and on the CPU overlay k8s/overlays/cpu rendered here in Python
 (and compared with kustomize's own rendering where kubectl is installed): built-in kinds and every
 pod template inside the Ray kinds pass `kubernetes-validate`; serveConfigV2 passes Ray Serve's
-schema and its import path builds; the RayJob's entry point, flags and config load and fit the
-cluster pod by pod (the driver's own preflight, on the pods' Ray resources), and so does every
-shipped config on the GPU cluster; learners take whole GPU nodes; rayVersion and the Dockerfile's
-Ray, torch, transformers and DeepSpeed equal the installed ones, and it prebuilds DeepSpeed's Adam;
-retries resume from the volume, and an attempt whose cluster never comes up fails;
+schema and its import path builds; each RayJob's (training, study) entry point, flags and configs
+load and fit the cluster pod by pod (the driver's own preflight, on the pods' Ray resources), and
+so does every shipped config (each run of a study file) on the GPU cluster; learners take whole
+GPU nodes; rayVersion and the Dockerfile's Ray, torch, transformers and DeepSpeed equal the
+installed ones, and it prebuilds DeepSpeed's Adam; each RayJob runs the RayCluster's spec (so the
+checks of the training job's pods hold for the study job's), its retries resume from the volume,
+and an attempt whose cluster never comes up fails;
 ../shared/tools/validate-k8s (KubeRay CRDs and operator rules) passes. What each pod holds (memory,
 volume, GPUs, NCCL) is test_pod_resources.py's.
 
@@ -33,6 +35,7 @@ import ray
 import yaml
 from k8s_manifests import (
     GPU,
+    JOBS,
     K8S,
     OVERLAY,
     RAY_KINDS,
@@ -51,16 +54,21 @@ from k8s_manifests import (
 )
 from ray.serve.schema import ServeDeploySchema
 
-from cluster.config import CONFIG_DIR, load_config
+from cluster.config import CONFIG_DIR, TrainConfig, load_config
 from cluster.preflight import check_resources
+from cluster.study.config import load_study
+from tests.cluster.study_runs import study_runs
 
 VALIDATE_K8S = REPO.parent / "shared" / "tools" / "validate-k8s"
 K8S_VERSION = "1.33.0"  # validate-k8s's default
 SERVED = "policy"  # the RayService serves <RayJob --run-dir>/policy, the run's exported policy
+# `python -m NAME` -> (the module it runs, the flag that makes a retry resume; None: it always resumes its
+# --run-dir, as a study does: finished runs skipped, a killed one continued from its checkpoint)
+ENTRY_POINTS = {"cluster.train": ("cluster.train", "--resume"), "cluster.study": ("cluster.study.__main__", None)}
 
 
 def test_builtin_kinds_pass_kubernetes_validate(manifests):
-    builtin = [doc for kind, doc in manifests.items() if kind not in RAY_KINDS]
+    builtin = [doc for doc in manifests.values() if doc["kind"] not in RAY_KINDS]
     assert [doc["kind"] for doc in builtin] == ["PersistentVolumeClaim"]
     for doc in builtin:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -98,7 +106,8 @@ def test_dockerfile_pins_the_tested_version_of(package):
 def test_dockerfile_prebuilds_the_deepspeed_adam_the_configs_use():
     # FusedAdam is what ZeRO-3 without offload steps with for `deepspeed_adamw`; built at start,
     # it costs every rank minutes (k8s/Dockerfile says why it is prebuilt instead).
-    if not any(load_config(path).learner.optimizer == "deepspeed_adamw" for path in sorted(CONFIG_DIR.glob("*.yaml"))):
+    configs = [config for path in sorted(CONFIG_DIR.glob("*.yaml")) for config in shipped_runs(path).values()]
+    if not any(config.learner.optimizer == "deepspeed_adamw" for config in configs):
         pytest.skip("no shipped config uses deepspeed_adamw: nothing for DeepSpeed to compile")
     dockerfile = (K8S / "Dockerfile").read_text()
     assert "DS_BUILD_FUSED_ADAM=1" in dockerfile and "--no-build-isolation" in dockerfile
@@ -137,54 +146,71 @@ def test_gpu_groups_advertise_their_resource_with_whole_gpus(base):
             assert bool(spec.get("nodeSelector")) == bool(spec.get("tolerations")) == (name != "rollout")
 
 
-def test_rayjob_runs_the_raycluster_spec(manifests):
-    assert cluster_spec(manifests["RayJob"]) == manifests["RayCluster"]["spec"]
+def entry_point_runs(argv: list[str]) -> dict[str, TrainConfig]:
+    """The config of every run a RayJob's entry point starts, loaded as that entry point loads it."""
+    module_name, _ = ENTRY_POINTS[argv[2]]
+    module = importlib.import_module(module_name)
+    args = module.parse_args(argv[3:])  # every flag in the manifest is one the entry point accepts
+    if argv[2] == "cluster.study":
+        return study_runs(load_study(args.config, module.study_overrides(args)))
+    return {"the run": module.load_config(args.config, args.overrides)}
 
 
-def test_rayjob_fails_an_attempt_whose_cluster_never_comes_up(manifests):
-    job = manifests["RayJob"]["spec"]  # the CRD field: validate-k8s rejects unknown ones
-    assert 0 < job["preRunningDeadlineSeconds"] < job["activeDeadlineSeconds"]
+def shipped_runs(path: Path) -> dict[str, TrainConfig]:
+    """The runs of a shipped config: itself, or for a study file (study_*.yaml) each run of the study."""
+    return study_runs(load_study(path)) if path.name.startswith("study_") else {"the run": load_config(path)}
 
 
-def test_rayjob_retries_resume_from_the_volume(manifests):
-    job, claim = manifests["RayJob"]["spec"], manifests["PersistentVolumeClaim"]["metadata"]["name"]
-    assert job["shutdownAfterJobFinishes"] is True and job["ttlSecondsAfterFinished"] > 0
-    assert job["activeDeadlineSeconds"] > 0 and job["backoffLimit"] >= 1
-    argv = job_argv(manifests)
-    assert "--resume" in argv
+def test_rayjob_runs_the_raycluster_spec(job_with_manifests):
+    job, manifests = job_with_manifests
+    assert cluster_spec(job) == manifests["RayCluster"]["spec"]
+
+
+def test_rayjob_fails_an_attempt_whose_cluster_never_comes_up(job):
+    spec = job["spec"]  # the CRD field: validate-k8s rejects unknown ones
+    assert 0 < spec["preRunningDeadlineSeconds"] < spec["activeDeadlineSeconds"]
+
+
+def test_rayjob_retries_resume_from_the_volume(job_with_manifests):
+    job, manifests = job_with_manifests
+    spec, claim = job["spec"], manifests["PersistentVolumeClaim"]["metadata"]["name"]
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
+    assert spec["activeDeadlineSeconds"] > 0 and spec["backoffLimit"] >= 1
+    argv = job_argv(job)
+    _, resume_flag = ENTRY_POINTS[argv[2]]
+    assert resume_flag is None or resume_flag in argv, f"{argv[2]} resumes a retry only with {resume_flag}"
     run_dir = argv[argv.index("--run-dir") + 1]
-    for name, group in groups(manifests["RayJob"]):
+    for name, group in groups(job):
         if name in ("head", "learner"):  # the driver and the ZeRO-3 ranks write checkpoints
             mounts = pvc_mounts(group, claim)
             assert any(run_dir.startswith(m) for m in mounts), f"--run-dir {run_dir} not on {claim} in {name}: {mounts}"
 
 
-def test_rayjob_entry_point_loads_and_fits_its_cluster(manifests, monkeypatch):
-    argv = job_argv(manifests)
-    assert argv[:4] == ["python", "-m", "cluster.train", "--config"]
-    train = importlib.import_module(argv[2])
-    args = train.parse_args(argv[3:])  # every flag in the manifest is one the driver accepts
+def test_rayjob_entry_point_loads_and_fits_its_cluster(job, monkeypatch):
+    argv = job_argv(job)
+    assert argv[:2] == ["python", "-m"] and argv[2] in ENTRY_POINTS and argv[3] == "--config"
     monkeypatch.chdir(REPO)  # the image's WORKDIR holds the project; the config path is relative to it
-    config = train.load_config(args.config, args.overrides)
-    # Every actor asks for one unit of its group's resource, so it can only land on that group.
-    assert config.run.learner_resources.get("learner") == 1
-    assert config.serving.resources_per_replica.get("policy") == 1
-    assert config.rollout.resources_per_actor.get("rollout") == 1
-    learner_gpus = {pod["GPU"] for pod in pods(manifests["RayJob"]) if "learner" in pod}
-    assert learner_gpus == {0} or config.run.learner_resources.get("GPU") == 1, "one GPU per rank on GPU pods"
-    check_resources(config, pods(manifests["RayJob"]))  # the driver's preflight, pod by pod
+    learner_gpus = {pod["GPU"] for pod in pods(job) if "learner" in pod}
+    for label, config in entry_point_runs(argv).items():
+        # Every actor asks for one unit of its group's resource, so it can only land on that group.
+        assert config.run.learner_resources.get("learner") == 1, label
+        assert config.serving.resources_per_replica.get("policy") == 1, label
+        assert config.rollout.resources_per_actor.get("rollout") == 1, label
+        assert learner_gpus == {0} or config.run.learner_resources.get("GPU") == 1, f"{label}: one GPU per rank"
+        check_resources(config, pods(job))  # the driver's preflight, pod by pod
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda path: path.name)
 def test_every_shipped_config_fits_the_gpu_cluster(base, path):
-    check_resources(load_config(path), pods(base["RayCluster"]))
+    for config in shipped_runs(path).values():
+        check_resources(config, pods(base["RayCluster"]))
 
 
 def test_serve_config_passes_ray_serve_schema_and_serves_the_run(manifests):
     ServeDeploySchema.model_validate(yaml.safe_load(manifests["RayService"]["spec"]["serveConfigV2"]))
     application = serve_app(manifests)
     assert application["import_path"] == "serving.app:app"
-    argv = job_argv(manifests)
+    argv = job_argv(manifests[JOBS["train"]])
     model = application["runtime_env"]["env_vars"]["SFTRL_MODEL"]
     assert model == f"{argv[argv.index('--run-dir') + 1]}/{SERVED}", "serve what the RayJob trains"
     have = dict(groups(manifests["RayService"]))
