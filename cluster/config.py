@@ -171,6 +171,9 @@ class EvalConfig(_Strict):
     every_n_iterations: int = Field(
         0, ge=0, description="Evaluate after every N RL iterations; 0 = only after the last one."
     )
+    before_training: bool = Field(
+        False, description="Also evaluate the starting weights before the first step (policy version 0)."
+    )
     after_sft: bool = Field(
         False, description="Also evaluate right after the SFT phase (logged at RL iteration 0): SFT vs RL in one run."
     )

@@ -10,8 +10,9 @@ walks (envs.splits), or every task under env.split=none (the paper's no-split pr
 - `first_attempt_success`: solved with no failed attempt (no turn with a non-positive reward);
 - every rate the env counts in its final `info` (`eval_hits` / `eval_trials`, metric -> count),
   pooled over episodes as sum(hits) / sum(trials): `step_accuracy` (V-IRL: correct actions /
-  actions), `card_accuracy` (GeneralPoints: the first answer's `cards` are the dealt hand, as the
-  verifier reads card names).
+  actions), `legal_formula` (GeneralPoints: the first answer's formula uses each of the hand's
+  numbers exactly once, its value aside), `card_accuracy` (GeneralPoints: the first answer's `cards`
+  are the dealt hand, as the verifier reads card names).
 
 It writes `OUT_DIR/episodes_<variant>.jsonl` (every episode, every turn's text) and
 `OUT_DIR/summary.csv`, and `render_table` draws the rich table. `sftrl eval --checkpoint DIR
@@ -56,8 +57,10 @@ class VariantResult:
     reward_mean: float
     step_accuracy: float | None = None
     card_accuracy: float | None = None
+    legal_formula: float | None = None
     step_accuracy_trials: int | None = None
     card_accuracy_trials: int | None = None
+    legal_formula_trials: int | None = None
 
 
 def eval_sampling(config: EvalConfig) -> SamplingConfig:
@@ -133,8 +136,10 @@ def variant_metrics(results: list[VariantResult]) -> dict[str, float]:
             "reward_mean",
             "step_accuracy",
             "card_accuracy",
+            "legal_formula",
             "step_accuracy_trials",
             "card_accuracy_trials",
+            "legal_formula_trials",
         ):
             value = getattr(r, key)
             if value is not None:
@@ -187,7 +192,8 @@ def render_table(results: list[VariantResult], *, title: str) -> Table:
     columns = ["variant", "episodes", "success", "first-attempt success", "reward mean"]
     has_steps = any(r.step_accuracy is not None for r in results)
     has_cards = any(r.card_accuracy is not None for r in results)
-    columns += ["step accuracy"] * has_steps + ["card accuracy"] * has_cards
+    has_legal = any(r.legal_formula is not None for r in results)
+    columns += ["step accuracy"] * has_steps + ["card accuracy"] * has_cards + ["legal formula"] * has_legal
     for column in columns:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for r in results:
@@ -199,6 +205,7 @@ def render_table(results: list[VariantResult], *, title: str) -> Table:
             f"{r.reward_mean:.2f}",
         ]
         row += [_pct(r.step_accuracy)] * has_steps + [_pct(r.card_accuracy)] * has_cards
+        row += [_pct(r.legal_formula)] * has_legal
         table.add_row(*row)
     return table
 

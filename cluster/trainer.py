@@ -57,6 +57,24 @@ CHECKPOINTS = "checkpoints"
 POLICY_DIR = "policy"
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of a run: where it happened and the per-variant results."""
+
+    sft_step: int
+    iteration: int
+    policy_version: int
+    results: list[Any]
+    """`evaluation.VariantResult` per variant."""
+
+    @property
+    def stage(self) -> str:
+        """Where in the run it happened, in words: before training, after SFT, after RL iteration N."""
+        if self.policy_version == 0:
+            return "before training"
+        return "after SFT" if self.iteration == 0 else f"after RL iteration {self.iteration}"
+
+
 @dataclass
 class TrainState:
     """Progress of a run; saved in every checkpoint."""
@@ -103,15 +121,20 @@ class Trainer:
         dump_config(config, self.run_dir / "config.yaml")
         self.metrics = MetricsLogger(self.run_dir)
         self._evaluated_version = -1
-        self.evals: list[tuple[int, list[Any]]] = []
-        """(RL iteration, per-variant results) of every evaluation of this process, in order."""
+        self.evals: list[Evaluation] = []
+        """Every evaluation of this process, in order."""
         self._progress: RunProgress | None = None
         self._n_parameters: int | None = None
 
     def run(self, *, resume: bool = False) -> TrainState:
-        """SFT phase, RL iterations, final evaluation; returns the final state."""
+        """Evaluation of the start (eval.before_training), SFT phase, RL iterations, final evaluation.
+
+        Returns the final state.
+        """
         if resume:
             self.resume()
+        if self.config.eval.before_training and self.state.policy_version == 0:
+            self.evaluate()  # the starting point: what training is measured against
         with RunProgress(sft_steps=self.config.run.sft_steps, iterations=self.config.run.iterations) as progress:
             self._progress = progress
             progress.update(sft_step=self.state.sft_step, iteration=self.state.iteration)
@@ -279,7 +302,7 @@ class Trainer:
         metrics = {**variant_metrics(results), **timings}
         self._log(metrics, step=self.state.iteration, phase="eval")
         self._evaluated_version = self.state.policy_version
-        self.evals.append((self.state.iteration, results))
+        self.evals.append(Evaluation(self.state.sft_step, self.state.iteration, self.state.policy_version, results))
         self._say(
             "eval  "
             + "  ".join(f"{r.variant}: success={r.success:.2f}" for r in results)

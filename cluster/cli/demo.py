@@ -27,7 +27,9 @@ from cluster.cli.serve import CURL_AUTH, example_curl
 from cluster.config import CONFIG_DIR, TrainConfig, load_config
 from cluster.evaluation import eval_requests, render_table
 from cluster.plot import plot_run
+from cluster.study.stats import wilson_interval
 from cluster.train import TrainingSession, build_session
+from cluster.trainer import Evaluation
 
 
 def example_request(config: TrainConfig) -> dict:
@@ -62,17 +64,30 @@ def show_serving(config: TrainConfig, run_dir: Path, console: Console) -> None:
     console.print("  " + reply["choices"][0]["message"]["content"], soft_wrap=True, markup=False)
 
 
+def learning_line(evals: list[Evaluation]) -> str:
+    """One line: the in-distribution rate that moves first (legal formulas on GP, step accuracy on V-IRL) per stage."""
+    first = evals[0].results[0]
+    metric = next(m for m in ("legal_formula", "step_accuracy", "success") if getattr(first, m) is not None)
+    stages = []
+    for evaluation in evals:
+        result = next(r for r in evaluation.results if r.variant == "id")
+        value = getattr(result, metric)
+        trials = getattr(result, f"{metric}_trials", None) or result.episodes
+        low, high = wilson_interval(value, trials)
+        stages.append(f"{100 * value:.0f}% [{100 * low:.0f}, {100 * high:.0f}] {evaluation.stage}")
+    return f"in-distribution {metric.replace('_', ' ')} (95% Wilson interval): " + " -> ".join(stages)
+
+
 def run_demo(session: TrainingSession, run_dir: Path, *, serve: bool, console: Console) -> None:
     """Train, print the evaluation tables and plots, then (with `serve`) serve until interrupted."""
     config = session.trainer.config
     start = time.perf_counter()
     state = session.trainer.run()
     console.print(f"trained in {time.perf_counter() - start:.0f}s: policy version {state.policy_version}")
-    for iteration, results in session.trainer.evals:
-        stage = "after SFT" if iteration == 0 else f"after RL iteration {iteration}"
-        console.print(
-            render_table(results, title=f"{config.env.task} {stage}, held-out hands: in-distribution vs rule OOD")
-        )
+    for evaluation in session.trainer.evals:
+        title = f"{config.env.task} {evaluation.stage}, held-out hands: in-distribution vs rule OOD"
+        console.print(render_table(evaluation.results, title=title))
+    console.print(learning_line(session.trainer.evals))
     for path in plot_run(run_dir):
         console.print(f"plot: {path}")
     if not serve:

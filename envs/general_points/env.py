@@ -101,8 +101,10 @@ class GeneralPointsEnv(ChatEnv):
     as read; {} at reset or when nothing was read), and the evaluation counts `eval_hits` /
     `eval_trials` (metric -> count; evaluation reports sum(hits) / sum(trials) over episodes):
     `card_accuracy`, whether the first answer's `cards` are the hand as a multiset, read with the
-    verifier's own card names ("K", "king", 13, ...); 0 / 0 at reset, then hits 0 or 1 of 1 trial,
-    in both modalities.
+    verifier's own card names ("K", "king", 13, ...), and `legal_formula`, whether the first answer's
+    formula is well-formed and uses each of the hand's numbers under the variant's rule exactly once
+    (its value may be wrong: the verdict is `wrong_value` or success; J, Q, K written as 10 under
+    rule_ood is a misuse); each 0 / 0 at reset, then hits 0 or 1 of 1 trial, in both modalities.
 
     ## Arguments
     - `variant`: "id" (J, Q, K = 10), "rule_ood" (J, Q, K = 11, 12, 13; a face card in every
@@ -159,6 +161,7 @@ class GeneralPointsEnv(ChatEnv):
         self._image: np.ndarray | None = None
         self._attempt = 0
         self._first_cards_read: bool | None = None  # None until the first answer is judged
+        self._first_formula_legal = False
         self._done = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -171,7 +174,7 @@ class GeneralPointsEnv(ChatEnv):
         self._ranks = self._hand_from(options["cards"]) if "cards" in options else self._deal()
         self._numbers = hand_values(self._ranks, self.face_cards)
         self._hand_suits = tuple(self.suits[i] for i in self._uniform_indices(len(self.suits), len(self._ranks)))
-        self._attempt, self._first_cards_read, self._done = 0, None, False
+        self._attempt, self._first_cards_read, self._first_formula_legal, self._done = 0, None, False, False
         picture = self.modality == "image"
         task = task_prompt(None if picture else self._ranks, self.face_cards, target=self.target)
         if picture:
@@ -238,6 +241,7 @@ class GeneralPointsEnv(ChatEnv):
         self._attempt += 1
         if self._first_cards_read is None:
             self._first_cards_read = cards_match_hand(verdict.answer.get("cards"), self._ranks)
+            self._first_formula_legal = verdict.success or verdict.breakdown["wrong_value"] != 0
         # The echo is clipped to the space's bound; longer answers were judged illegal unread.
         self._messages = [*self._messages, {"role": "assistant", "content": action[:MAX_ANSWER_CHARS]}]
         terminated = verdict.success
@@ -260,8 +264,10 @@ class GeneralPointsEnv(ChatEnv):
             "numbers": list(self._numbers), "target": self.target,
             "variant": self.variant, "attempt": self._attempt, "success": success, "feedback": feedback,
             "reward_breakdown": dict(breakdown), "answer": dict(answer),
-            "eval_hits": {"card_accuracy": int(bool(self._first_cards_read))},
-            "eval_trials": {"card_accuracy": int(judged)},
+            "eval_hits": {
+                "card_accuracy": int(bool(self._first_cards_read)), "legal_formula": int(self._first_formula_legal)
+            },
+            "eval_trials": {"card_accuracy": int(judged), "legal_formula": int(judged)},
         }  # fmt: skip
 
     def oracle_action(self) -> str:

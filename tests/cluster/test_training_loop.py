@@ -273,3 +273,11 @@ def test_sft_evaluation_points_push_evaluate_and_checkpoint_within_the_phase(tmp
     evals = [r for r in read_metrics(tmp_path) if r["phase"] == "eval"]
     assert [(r["sft_step"], r["policy_version"]) for r in evals] == [(2, 1), (4, 2)]  # no third evaluation at the end
     assert [name for name, _ in trainer.learner.calls].count("save") == 2
+
+
+def test_before_training_evaluates_the_starting_weights_once(tmp_path):
+    trainer = _trainer(tmp_path, ["eval.before_training=true"])
+    trainer.run()
+    evals = [r for r in read_metrics(tmp_path) if r["phase"] == "eval"]
+    assert [(r["sft_step"], r["policy_version"]) for r in evals] == [(0, 0), (2, 3)]
+    assert [e.stage for e in trainer.evals] == ["before training", "after RL iteration 2"]

@@ -36,8 +36,9 @@ def test_the_study_writes_its_files(study_dir):
         assert (study_dir / name).is_file(), name
     assert list((study_dir / "tensorboard").glob("events.out.tfevents.*"))
     rows = list(csv.DictReader((study_dir / "summary.csv").open()))
-    # init: 2 variants x 1 point; each arm of each seed: the init's point + 2 of its own, 2 variants
-    assert len(rows) == 2 + 2 * 2 * 3 * 2
+    # (init: 1 point; each arm of each seed: the init's point + 2 of its own) x 2 variants x 2 metrics
+    assert len(rows) == (1 + 2 * 2 * 3) * 2 * 2
+    assert {r["metric"] for r in rows} == {"success", "legal_formula"}
     assert {(r["arm"], r["seed"]) for r in rows} >= {("rl", "0"), ("rl", "1"), ("sft", "0"), ("sft", "1")}
     assert all(float(r["gflops"]) > 0 and r["n"] == "2" for r in rows)
     report = (study_dir / "report.md").read_text()

@@ -34,7 +34,7 @@ def test_task_trains_and_evaluates_every_variant(ray_cluster, tmp_path, task, mo
     session = build_session(config, tmp_path)
     try:
         state = session.trainer.run()
-        results = session.trainer.evals[-1][1]
+        results = session.trainer.evals[-1].results
     finally:
         session.close()
     assert (state.sft_step, state.iteration, state.policy_version) == (1, 1, 2)

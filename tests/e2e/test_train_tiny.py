@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def _run(run_dir, overrides=(), **session_kwargs):
     with build_session(load_config(TINY, list(overrides)), run_dir, **session_kwargs) as session:
-        state, results = session.trainer.run(), session.trainer.evals[-1][1]
+        state, results = session.trainer.run(), session.trainer.evals[-1].results
     # The session joined the module's cluster: it removed its parts and left Ray and Serve running.
     assert ray.is_initialized() and "sftrl-policy" not in serve.status().applications
     return state, results

@@ -239,12 +239,34 @@ def test_max_attempts_stays_within_the_registered_episode_bound():
 def test_card_accuracy_counts_the_first_answer_as_the_verifier_reads_cards(modality):
     env = make("id", modality, image_size=(200, 200))
     _, info = env.reset(options={"cards": ["K", "10", "A", "4"]})
-    assert (info["eval_hits"], info["eval_trials"]) == ({"card_accuracy": 0}, {"card_accuracy": 0})
+    assert (info["eval_hits"]["card_accuracy"], info["eval_trials"]["card_accuracy"]) == (0, 0)
     _, _, _, _, info = env.step('{"cards": ["4", "King", "ace", 10], "formula": "1"}')
-    assert (info["eval_hits"], info["eval_trials"]) == ({"card_accuracy": 1}, {"card_accuracy": 1})
+    assert (info["eval_hits"]["card_accuracy"], info["eval_trials"]["card_accuracy"]) == (1, 1)
     _, _, _, _, info = env.step('{"cards": ["Q", "10", "A", "4"], "formula": "1"}')
-    assert (info["eval_hits"], info["eval_trials"]) == ({"card_accuracy": 1}, {"card_accuracy": 1})  # first answer
+    assert (info["eval_hits"]["card_accuracy"], info["eval_trials"]["card_accuracy"]) == (1, 1)  # first answer
     for wrong in ('{"cards": ["Q", "10", "A", "4"]}', "no json", '{"formula": "1"}'):
         env.reset(options={"cards": ["K", "10", "A", "4"]})
         _, _, _, _, info = env.step(wrong)
-        assert (info["eval_hits"], info["eval_trials"]) == ({"card_accuracy": 0}, {"card_accuracy": 1}), wrong
+        assert (info["eval_hits"]["card_accuracy"], info["eval_trials"]["card_accuracy"]) == (0, 1), wrong
+
+
+@pytest.mark.parametrize(
+    ("variant", "answer", "legal"),
+    [
+        ("id", None, True),  # the oracle's solution
+        ("id", '{"formula": "10+3+8+6"}', True),  # 27: wrong value, legal
+        ("id", '{"formula": "10+8+6"}', False),  # a number missing
+        ("id", '{"formula": "10+3+8+"}', False),  # not a formula
+        ("rule_ood", '{"formula": "13+3+8+6"}', True),  # K is 13 under rule_ood: 30, wrong value, legal
+        ("rule_ood", '{"formula": "10+3+8+6"}', False),  # K written as 10: a misuse of the rule
+    ],
+)
+def test_legal_formula_counts_the_first_answers_use_of_the_numbers(variant, answer, legal):
+    env = make(variant)
+    _, info = env.reset(options={"cards": ["K", "3", "8", "6"]})
+    assert (info["eval_hits"]["legal_formula"], info["eval_trials"]["legal_formula"]) == (0, 0)
+    _, _, _, _, info = env.step(answer or env.unwrapped.oracle_action())
+    assert (info["eval_hits"]["legal_formula"], info["eval_trials"]["legal_formula"]) == (int(legal), 1)
+    if not info["success"]:
+        _, _, _, _, info = env.step('{"formula": "1"}')  # only the first answer counts
+        assert info["eval_hits"]["legal_formula"] == int(legal)
