@@ -90,8 +90,8 @@ def run_requests(config: TrainConfig) -> list[Request]:
     ]
 
 
-def check_resources(config: TrainConfig, cluster_resources: Sequence[Mapping[str, float]]) -> None:
-    """Raise PreflightError unless every request of `config` fits on the nodes; pure.
+def check_resources(config: TrainConfig, cluster_resources: Sequence[Mapping[str, float]], *, copies: int = 1) -> None:
+    """Raise PreflightError unless every request of `copies` runs of `config` fits on the nodes at once; pure.
 
     `cluster_resources` holds one mapping per node, resource -> total amount (the `Resources` of
     each alive node in `ray.nodes()`). Placement is first-fit over the nodes in that order.
@@ -101,7 +101,7 @@ def check_resources(config: TrainConfig, cluster_resources: Sequence[Mapping[str
     requests = run_requests(config)
     free = [dict(node) for node in cluster_resources]
     for request in requests:
-        for index in range(request.count):
+        for index in range(request.count * copies):
             node = next((n for n in free if fits(request.resources, n)), None)
             if node is None:
                 raise PreflightError(unplaceable(request, index, requests, totals=cluster_resources, free=free))
@@ -109,11 +109,14 @@ def check_resources(config: TrainConfig, cluster_resources: Sequence[Mapping[str
                 node[name] -= amount
 
 
-def preflight(config: TrainConfig) -> None:
-    """Check the connected Ray cluster's alive nodes against `config`; PreflightError if it cannot host the run."""
+def preflight(config: TrainConfig, *, copies: int = 1) -> None:
+    """Check the connected Ray cluster's alive nodes against `copies` runs of `config` at once.
+
+    PreflightError if it cannot host them.
+    """
     import ray
 
-    check_resources(config, [node["Resources"] for node in ray.nodes() if node["Alive"]])
+    check_resources(config, [node["Resources"] for node in ray.nodes() if node["Alive"]], copies=copies)
 
 
 def fits(resources: Mapping[str, float], node: Mapping[str, float]) -> bool:

@@ -1,6 +1,6 @@
 """Terminal progress bars of a run: one for the SFT steps, one for the RL iterations (rich).
 
-Bars are drawn only on an interactive terminal; under `ray job submit`, a pipe or a test the
+Bars are drawn only on an interactive terminal, by the main thread; under `ray job submit`, a pipe or a test the
 trainer's one line per step is the whole output. Lines printed while the bars are live appear
 above them.
 
@@ -9,6 +9,8 @@ above them.
 """
 
 from __future__ import annotations
+
+import threading
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -27,7 +29,8 @@ class RunProgress:
             TextColumn("left"),
             TimeRemainingColumn(),
             console=console,
-            disable=not console.is_terminal,
+            # one live display per terminal: a study's runs in other threads print lines only
+            disable=not console.is_terminal or threading.current_thread() is not threading.main_thread(),
         )
         self._sft = self._bars.add_task("SFT steps", total=sft_steps) if sft_steps else None
         self._rl = self._bars.add_task("RL iterations", total=iterations) if iterations else None

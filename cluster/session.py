@@ -18,6 +18,7 @@ running; its error is raised after they stopped. `train.build_session`,
 
 from __future__ import annotations
 
+import threading
 from contextlib import ExitStack
 from typing import Protocol, TypeVar
 
@@ -51,7 +52,8 @@ class ClusterSession:
 
     def __enter__(self) -> ClusterSession:
         self.owns_ray = init_ray(num_cpus=self._num_cpus)
-        interrupt_on_signals()  # after ray.init, which installs its own SIGTERM handler
+        if threading.current_thread() is threading.main_thread():  # a study's parallel runs: the main one has them
+            interrupt_on_signals()  # after ray.init, which installs its own SIGTERM handler
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -47,6 +47,9 @@ class StudyPlan(BaseModel):
     init_tokens: int = Field(
         0, ge=0, description="D_init of a reused --init: the tokens it was trained on (0 if unknown)."
     )
+    parallel_runs: int = Field(
+        1, gt=0, description="Arms run at once (Ray places them as resources allow); 1: one after another."
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -88,7 +91,11 @@ class Study:
 
     def init_config(self, seed: int) -> TrainConfig:
         """The init run for `seed`: the SFT warm-up, evaluated at its end (or a reused --init, evaluated)."""
-        updates: dict[str, Any] = {"run.seed": self.init_seed(seed), "eval.after_sft": True}
+        updates: dict[str, Any] = {
+            "run.seed": self.init_seed(seed),
+            "eval.after_sft": True,
+            **_app(self.init, "init", seed),
+        }
         if self.plan.init is not None:  # no training: the run evaluates and exports the given weights
             updates |= {"learner.model": self.plan.init, "serving.model": self.plan.init, "run.sft_steps": 0}
         return _with(self.init, updates)
@@ -103,6 +110,7 @@ class Study:
             "run.seed": seed,
             "run.prior_train_tokens": prior_train_tokens,
             "eval.after_sft": False,
+            **_app(config, arm, seed),
         }
         if arm == "sft":
             updates |= {"eval.every_n_sft_steps": config.run.sft_steps // k, "eval.every_n_iterations": 0}
@@ -169,6 +177,12 @@ def _merged(base: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _app(config: TrainConfig, kind: str, seed: int) -> dict[str, str]:
+    """A Serve app name and route of the run's own (runs at once must not share one)."""
+    name = f"{config.serving.app_name}-{kind}-seed{seed}"
+    return {"serving.app_name": name, "serving.route_prefix": f"/{name}"}
 
 
 def _with(config: TrainConfig, updates: dict[str, Any]) -> TrainConfig:

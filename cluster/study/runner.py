@@ -10,8 +10,10 @@ Each run is `cluster.train.train` on its config (config.py). A finished run hold
 the study runs again; a killed one resumes from its newest checkpoint, or restarts when it saved
 none. Both arms of a seed load the init's exported `policy/` directory: the digests in their
 `study_run.json` show they started from byte-identical weights, each with a fresh optimizer.
-Runs go one after another on one Ray cluster (each starts its own policy server, learner and
-fleet, so consecutive runs never share state).
+All runs share one Ray cluster; each starts its own policy server (a Serve app named after the
+run), learner and fleet, so runs never share state. The init(s) go first; then the arms, one after
+another, or `study.parallel_runs` at a time (threads of this driver), which Ray places as its
+resources allow (a run whose actors do not fit yet waits for one that finishes).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -110,20 +114,86 @@ def run_study(study: Study, study_dir: Path, *, command: str, say: Callable[[str
     prepare_study_dir(study, study_dir, command=command)
     jobs = plan_jobs(study, study_dir)
     num_cpus = max(local_num_cpus(c) for c in (study.init, study.sft, study.rl))
-    walls: dict[Kind, list[float]] = {"init": [], "sft": [], "rl": []}
-    start = time.monotonic()
+    progress = _StudyProgress(len(jobs), parallel=study.plan.parallel_runs, say=say)
+
+    def run_one(job: Job) -> None:
+        if read_done(job.run_dir) is not None:
+            progress.skipped(job)
+            return
+        progress.started(job, remaining=[j for j in jobs if read_done(j.run_dir) is None])
+        progress.finished(job, _run(study, study_dir, job, say=say))
+
     with ClusterSession(num_cpus=study.init.run.num_cpus or num_cpus):
-        for index, job in enumerate(jobs):
-            done = read_done(job.run_dir)
-            if done is not None:
-                say(f"study {index + 1}/{len(jobs)}: {job.label} finished earlier ({job.run_dir}), skipped")
-                continue
-            eta = _eta(jobs[index:], walls)
-            say(
-                f"study {index + 1}/{len(jobs)}: {job.label} in {job.run_dir}  "
-                f"elapsed {_minutes(time.monotonic() - start)}" + (f", about {_minutes(eta)} left" if eta else "")
-            )
-            walls[job.kind].append(_run(study, study_dir, job, say=say))
+        check_parallel_room(study)
+        for wave in ([j for j in jobs if j.kind == "init"], [j for j in jobs if j.kind != "init"]):
+            _run_wave(wave, run_one, parallel=study.plan.parallel_runs)
+
+
+def check_parallel_room(study: Study) -> None:
+    """With study.parallel_runs > 1: the cluster must hold that many arms at once, or PreflightError.
+
+    Runs placed together that only partly fit would each hold part of their actors while waiting
+    for the rest, and wait on each other forever; this refuses such a study before anything starts.
+    """
+    from cluster.preflight import PreflightError, preflight
+
+    parallel = study.plan.parallel_runs
+    if parallel == 1:
+        return
+    for config in (study.sft, study.rl):
+        try:
+            preflight(config, copies=parallel)
+        except PreflightError as err:
+            raise PreflightError(
+                f"study.parallel_runs={parallel} runs {parallel} arms at once, but {err}; lower "
+                "study.parallel_runs (1 runs them one after another)"
+            ) from None
+
+
+def _run_wave(jobs: list[Job], run_one: Callable[[Job], None], *, parallel: int) -> None:
+    """Run `jobs` in order, or `parallel` at a time; the first error (or Ctrl-C) stops the study.
+
+    On an error the runs not yet started are cancelled and the ones running are left to the
+    session's exit, which stops the Ray cluster this study started (they then fail fast).
+    """
+    if parallel == 1:
+        for job in jobs:
+            run_one(job)
+        return
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="study-run")
+    try:
+        for future in as_completed([pool.submit(run_one, job) for job in jobs]):
+            future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _StudyProgress:
+    """One line per run started or skipped: its number, elapsed time and an ETA (thread-safe)."""
+
+    def __init__(self, n_jobs: int, *, parallel: int, say: Callable[[str], None]) -> None:
+        self._n, self._parallel, self._say = n_jobs, parallel, say
+        self._count = 0
+        self._start = time.monotonic()
+        self._walls: dict[Kind, list[float]] = {"init": [], "sft": [], "rl": []}
+        self._lock = threading.Lock()
+
+    def skipped(self, job: Job) -> None:
+        with self._lock:
+            self._count += 1
+            self._say(f"study {self._count}/{self._n}: {job.label} finished earlier ({job.run_dir}), skipped")
+
+    def started(self, job: Job, *, remaining: list[Job]) -> None:
+        with self._lock:
+            self._count += 1
+            eta = _eta(remaining, self._walls)
+            left = f", about {_minutes(eta / self._parallel)} left" if eta else ""
+            elapsed = _minutes(time.monotonic() - self._start)
+            self._say(f"study {self._count}/{self._n}: {job.label} in {job.run_dir}  elapsed {elapsed}{left}")
+
+    def finished(self, job: Job, wall_s: float) -> None:
+        with self._lock:
+            self._walls[job.kind].append(wall_s)
 
 
 def _run(study: Study, study_dir: Path, job: Job, *, say: Callable[[str], None]) -> float:

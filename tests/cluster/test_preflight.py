@@ -30,9 +30,9 @@ def config(**sections):
     return validate_config(raw)
 
 
-def refusal(cfg, nodes) -> str:
+def refusal(cfg, nodes, *, copies=1) -> str:
     with pytest.raises(PreflightError) as error:
-        check_resources(cfg, nodes)
+        check_resources(cfg, nodes, copies=copies)
     return str(error.value)
 
 
@@ -42,6 +42,13 @@ def test_the_gpu_config_fits_the_kuberay_groups():
 
 def test_a_small_config_fits_a_laptop():
     check_resources(config(), LAPTOP)
+
+
+def test_copies_of_a_run_must_fit_together():
+    one = config(run={"learner_resources": {"CPU": 1}}, serving={"num_cpus_per_replica": 0.5})
+    check_resources(one, LAPTOP)  # 1 + 0.5 + 2 x 0.25 = 2 CPUs of 2
+    # two copies: both learner ranks take the 2 CPUs, and the first Serve replica finds none
+    assert "cannot host Serve replica 1 of 1" in refusal(one, LAPTOP, copies=2)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ so the runner's skip / resume / restart decisions and the report's numbers are c
 import csv
 import json
 import math
+import threading
+import time
 from dataclasses import asdict
 
 import pytest
@@ -168,6 +170,31 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_one_without_restarts(tmp_p
     runner.run_study(study, tmp_path, command="test", say=lambda _: None)
     assert sorted(fake_train.calls) == [("seed0/sft", False), ("seed1/rl", True)]
     assert not (unsaved / "stale.txt").exists()  # restarted from a clean directory
+
+
+def test_parallel_runs_run_the_arms_that_many_at_a_time_each_with_its_own_serve_app(tmp_path, fake_train, monkeypatch):
+    active, most, apps = [0], [0], []
+    lock = threading.Lock()
+    train_once = FakeTrain.__call__
+
+    def slow_train(config, run_dir, *, resume=False):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+            apps.append((config.serving.app_name, config.serving.route_prefix))
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return train_once(fake_train, config, run_dir, resume=resume)
+
+    monkeypatch.setattr("cluster.train.train", slow_train)
+    checked = []
+    monkeypatch.setattr("cluster.preflight.preflight", lambda config, copies=1: checked.append(copies))
+    runner.run_study(load_study(TINY, ["study.parallel_runs=2"]), tmp_path, command="test", say=lambda _: None)
+    assert checked == [2, 2]  # room for two arms at once, of each kind, before anything starts
+    assert most[0] == 2 and len(fake_train.calls) == 5
+    assert len({name for name, _ in apps}) == len({prefix for _, prefix in apps}) == 5  # one app per run
+    assert all(runner.read_done(tmp_path / f"seed{s}" / arm) for s in (0, 1) for arm in ("sft", "rl"))
 
 
 def test_a_study_directory_of_another_study_is_refused(tmp_path, fake_train):

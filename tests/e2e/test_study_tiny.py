@@ -1,14 +1,17 @@
 """`sftrl study` end to end on real Ray, Serve and DeepSpeed: study_tiny.yaml, seeds 0 and 1.
 
-One shared SFT init, then per seed an SFT arm and a PPO arm from the init's exported weights, each
-evaluated at 2 points; then summary.csv, report.md, the plot and TensorBoard scalars. Running the
-study again skips every finished run; `sftrl study report` rebuilds the same summary from the run
-directories alone.
+One shared SFT init, then per seed an SFT arm and a PPO arm from the init's exported weights, two
+arms at a time (study.parallel_runs=2: concurrent Serve apps, learners and fleets on one Ray
+cluster of 4 logical CPUs), each evaluated at 2 points; then summary.csv, report.md, the plot and
+TensorBoard scalars. Running the study again skips every finished run; `sftrl study report`
+rebuilds the same summary from the run directories alone.
 """
 
 import csv
 
 import pytest
+import ray
+from ray import serve
 from typer.testing import CliRunner
 
 from cluster.cli.main import app
@@ -19,14 +22,23 @@ from cluster.study.runner import read_done, weights_digest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 runner = CliRunner()
+STUDY = ["study", "--config", str(CONFIG_DIR / "study_tiny.yaml"), "--seeds", "0,1", "study.parallel_runs=2"]
 
 
 @pytest.fixture(scope="module")
-def study_dir(ray_cluster, tmp_path_factory):
+def ray_4_cpus():
+    """A local Ray cluster with room for two tiny runs at once (1.7 logical CPUs each)."""
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def study_dir(ray_4_cpus, tmp_path_factory):
     """The tiny study, run once for the module through the real command line."""
     out = tmp_path_factory.mktemp("study")
-    args = ["study", "--config", str(CONFIG_DIR / "study_tiny.yaml"), "--seeds", "0,1", "--run-dir", str(out)]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*STUDY, "--run-dir", str(out)])
     assert result.exit_code == 0, result.output
     return out
 
@@ -68,8 +80,7 @@ def test_the_arms_continue_the_inits_compute_axis(study_dir):
 
 def test_running_it_again_skips_finished_runs_and_the_report_rebuilds(study_dir):
     before = (study_dir / "summary.csv").read_text()
-    args = ["study", "--config", str(CONFIG_DIR / "study_tiny.yaml"), "--seeds", "0,1", "--run-dir", str(study_dir)]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*STUDY, "--run-dir", str(study_dir)])
     assert result.exit_code == 0, result.output
     assert result.output.count("finished earlier") == 5
     (study_dir / "summary.csv").unlink()
