@@ -5,7 +5,8 @@ output ids it generated; nothing here re-tokenizes text. `collate` left-pads pro
 that every row's output ends at the last position: the policy then needs logits only for the last
 `max_output_len + 1` positions (`logits_to_keep`), not for the (long, multi-turn) prompts.
 `micro_batches` sorts by length and cuts micro-batches under a padded-token budget so padding stays
-small; `shard_for_ranks` splits one batch across data-parallel ranks with balanced token counts.
+small (never mixing image counts); `shard_for_ranks` splits one batch across data-parallel ranks
+with balanced token counts.
 
     .venv/bin/python -m pytest tests/learner/test_learner_batch.py
 """
@@ -144,16 +145,21 @@ def collate(
 
 
 def micro_batches(samples: Sequence[Sample], *, max_tokens: int) -> list[list[int]]:
-    """Indices of `samples` cut into micro-batches of at most `max_tokens` padded tokens.
+    """Indices of `samples` cut into micro-batches of at most `max_tokens` padded tokens, one image count each.
 
     Samples are sorted by length first, so rows of a micro-batch have similar lengths and padding
-    stays small. A sample longer than `max_tokens` gets a micro-batch of its own.
+    stays small. A sample longer than `max_tokens` gets a micro-batch of its own. Rows of a
+    micro-batch carry the same number of images: in transformers' Mllama, text positions that see no
+    image attend evenly to every image slot of the batch, padded ones too, so a row scores the same
+    alone and in a batch only among rows with as many images (the server batches likewise).
     """
-    order = sorted(range(len(samples)), key=lambda i: len(samples[i]))
+    n_images = [len(s.images or []) for s in samples]
+    order = sorted(range(len(samples)), key=lambda i: (n_images[i], len(samples[i])))
     batches: list[list[int]] = []
     for index in order:
         # sorted ascending: the newest row is the longest, so rows * its length is the padded size
-        if batches and (len(batches[-1]) + 1) * len(samples[index]) <= max_tokens:
+        same_images = batches and n_images[batches[-1][0]] == n_images[index]
+        if same_images and (len(batches[-1]) + 1) * len(samples[index]) <= max_tokens:
             batches[-1].append(index)
         else:
             batches.append([index])

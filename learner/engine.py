@@ -43,6 +43,7 @@ from learner.losses import GlobalCounts, PolicyOutputs, rl_objective, sft_loss, 
 from learner.models import LoadedPolicy, load_policy
 from learner.optim import deepspeed_config, new_schedule, reset_optimizer_state
 from learner.partitions import load_partitions, local_partitions
+from learner.prompt_encoding import ImageInputs, batch_image_inputs, image_inputs_for_ids
 from learner.rl_stats import (
     batch_explained_variance,
     gradient_probes,
@@ -202,34 +203,39 @@ class LearnerEngine:
         out_tokens, n_seqs, n_tokens = sums.tolist()
         return StepPlan(micro, int(most.item()), GlobalCounts(out_tokens, n_seqs), n_tokens)
 
-    def _batch(self, samples: list[Sample]) -> tuple[Batch, torch.Tensor | None]:
+    def _batch(self, samples: list[Sample]) -> tuple[Batch, ImageInputs | None]:
         counts = None
         if self.config.pre_action_weight != 1.0:
             counts = [pre_action_token_count(self.tokenizer, s.output_ids, self.config.action_keys) for s in samples]
         batch = collate(
             samples, pad_id=self.pad_id, pre_action_counts=counts, pre_action_weight=self.config.pre_action_weight
         ).to(self.device)
-        images = [image for s in samples for image in (s.images or [])]
-        if not images:
+        n_images = sum(len(s.images or []) for s in samples)
+        if not n_images:
             return batch, None
         if not self.is_vlm:
             raise ValueError(
-                f"samples carry {len(images)} images but {self.config.model!r} is "
+                f"samples carry {n_images} images but {self.config.model!r} is "
                 f"text-only: drop the images or train a VLM"
             )
-        pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        return batch, pixels.to(self.device, self.dtype)  # (N, 3, H, W)
+        # each sample's images as one prompt's (Mllama tiles, pads and masks per sample), as the server had them
+        rows = [
+            image_inputs_for_ids(self.processor, s.prompt_ids, s.images, dtype=self.dtype) if s.images else None
+            for s in samples
+        ]
+        images = batch_image_inputs(rows, lengths=[len(s) for s in samples], width=batch.input_ids.shape[1])
+        return batch, {name: value.to(self.device) for name, value in images.items()}
 
     def _forward(
-        self, engine, batch: Batch, pixels: torch.Tensor | None, *, values: bool = False, entropy: bool = False
+        self, engine, batch: Batch, images: ImageInputs | None, *, values: bool = False, entropy: bool = False
     ) -> Forward:
         out = engine(
             batch.input_ids,
             batch.attention_mask,
             batch.position_ids,
             n_logits=batch.n_logits,
-            pixel_values=pixels,
             last_prompt_index=batch.last_prompt_index if values else None,
+            image_inputs=images,
         )
         # position j predicts action token j, scored at the temperature it was sampled at (as the server does)
         logits = out.logits[:, :-1].float() / batch.temperatures[:, None, None]  # (B, L, V)
@@ -290,8 +296,8 @@ class LearnerEngine:
         """One optimizer step of token cross-entropy on the output ids; returns metrics."""
 
         def loss_fn(_rows, chunk, counts):
-            batch, pixels = self._batch(chunk)
-            loss = sft_loss(self._forward(self.engine, batch, pixels).logprobs, batch.action_mask, counts)
+            batch, images = self._batch(chunk)
+            loss = sft_loss(self._forward(self.engine, batch, images).logprobs, batch.action_mask, counts)
             return loss, {"loss/sft": loss}
 
         metrics = self._train(samples, loss_fn, sft=True)
@@ -367,8 +373,8 @@ class LearnerEngine:
         cfg = self.config
 
         def loss_fn(rows, chunk, counts):
-            batch, pixels = self._batch(chunk)
-            fwd = self._forward(self.engine, batch, pixels, values=cfg.needs_value_head, entropy=cfg.entropy_coef > 0)
+            batch, images = self._batch(chunk)
+            fwd = self._forward(self.engine, batch, images, values=cfg.needs_value_head, entropy=cfg.entropy_coef > 0)
             width = batch.action_ids.shape[1]
             picked = [indices[r] for r in rows]
             if record is not None:
@@ -409,8 +415,8 @@ class LearnerEngine:
         plan = self._plan(samples)
         result: list[torch.Tensor | None] = [None] * len(samples)
         for rows, weight in plan.passes():
-            batch, pixels = self._batch([samples[i] for i in rows])
-            logprobs = self._forward(engine, batch, pixels).logprobs.float().cpu()  # (B, L)
+            batch, images = self._batch([samples[i] for i in rows])
+            logprobs = self._forward(engine, batch, images).logprobs.float().cpu()  # (B, L)
             for r, i in enumerate(rows):
                 if weight:
                     result[i] = logprobs[r, logprobs.shape[1] - len(samples[i].output_ids) :]
@@ -426,14 +432,14 @@ class LearnerEngine:
         plan = self._plan(samples)
         result = [0.0] * len(samples)
         for rows, weight in plan.passes():
-            batch, pixels = self._batch([samples[i] for i in rows])
+            batch, images = self._batch([samples[i] for i in rows])
             out = self.engine(
                 batch.input_ids,
                 batch.attention_mask,
                 batch.position_ids,
                 n_logits=1,
-                pixel_values=pixels,
                 last_prompt_index=batch.last_prompt_index,
+                image_inputs=images,
             )
             for r, i in enumerate(rows):
                 if weight:

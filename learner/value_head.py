@@ -77,11 +77,15 @@ class PolicyWithValue(nn.Module):
         *,
         n_logits: int,
         last_prompt_index: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
+        image_inputs: dict[str, torch.Tensor] | None = None,
     ) -> ForwardOutput:
-        """Run the policy; values (and `heads`) are computed when `last_prompt_index` (B,) is given."""
+        """Run the policy; values (and `heads`) are computed when `last_prompt_index` (B,) is given.
+
+        `image_inputs`: the VLM's image keyword inputs for the batch (`prompt_encoding.batch_image_inputs`:
+        `pixel_values`, and for Mllama its aspect ratios and `cross_attention_mask`); None for text.
+        """
         want_values = self.value_head is not None and last_prompt_index is not None
-        extra = {"pixel_values": pixel_values} if pixel_values is not None else {}
+        extra = dict(image_inputs or {})
         lm_inputs: list[torch.Tensor] = []
         recorder = None
         if want_values:

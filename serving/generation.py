@@ -32,6 +32,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from learner.models import LoadedPolicy
+from learner.prompt_encoding import CROSS_ATTENTION_MASK, ImageInputs, batch_image_inputs, uses_cross_attention
 
 NOISE_BLOCK = 256  # tokens per block of the two-stage Gumbel-max (about sqrt(V): fewest noise values per row)
 # In its block's mass a token counts for at least e^-87 (about float32's smallest normal number): exp then
@@ -50,7 +51,7 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
-    pixel_values: torch.Tensor | None = None  # (N_images, 3, H, W), VLMs only
+    image_inputs: ImageInputs | None = None  # `encode_prompt`'s, VLMs only
 
 
 @dataclass
@@ -181,22 +182,52 @@ def _result(row: _Row, reason: str, tokenizer) -> GenerationResult:
     return GenerationResult(text, row.output_ids, row.logprobs, reason)
 
 
+def _by_image_count(policy: LoadedPolicy, requests: list[GenerationRequest]) -> list[list[int]]:
+    """Indices of `requests` grouped by image count for a cross-attention VLM, else one group of all.
+
+    In transformers' Mllama, text positions that see no image (before the first `<|image|>`)
+    attend evenly to every image slot of the batch, padded ones too: a request would sample from
+    other logits beside a request with more images than the learner (`learner.batch.micro_batches`,
+    which batches likewise) scores it with.
+    """
+    if policy.processor is None or not uses_cross_attention(policy.processor):
+        return [list(range(len(requests)))]
+    groups: dict[int, list[int]] = {}
+    for index, request in enumerate(requests):
+        images = request.image_inputs
+        groups.setdefault(0 if images is None else images["pixel_values"].shape[1], []).append(index)
+    return list(groups.values())
+
+
 @torch.inference_mode()
 def generate_batch(policy: LoadedPolicy, requests: list[GenerationRequest]) -> list[GenerationResult]:
     """Generate every request in one left-padded batch; results come back in request order.
 
-    The caller has validated the requests (lengths within the context, max_new_tokens >= 1).
+    The caller has validated the requests (lengths within the context, max_new_tokens >= 1). A
+    cross-attention VLM (Mllama) runs one batch per image count (`_by_image_count`).
     """
+    groups = _by_image_count(policy, requests)
+    if len(groups) > 1:
+        results: list[GenerationResult | None] = [None] * len(requests)
+        for indices in groups:
+            for index, result in zip(indices, generate_batch(policy, [requests[i] for i in indices]), strict=True):
+                results[index] = result
+        return results
     model, tokenizer = policy.model, policy.tokenizer
     device = model.device
     eos_ids = set(policy.eos_token_ids)
     input_ids, mask, positions = _left_pad(requests, policy.pad_token_id, device)
-    images = [r.pixel_values for r in requests if r.pixel_values is not None]
-    extra = {"pixel_values": torch.cat(images).to(device, model.dtype)} if images else {}
+    images = batch_image_inputs(
+        [r.image_inputs for r in requests], lengths=[len(r.prompt_ids) for r in requests], width=input_ids.shape[1]
+    )
+    extra = {k: v.to(device, model.dtype if v.is_floating_point() else None) for k, v in (images or {}).items()}
     out = model(
         input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **extra
     )
     cache, next_pos = out.past_key_values, positions[:, -1] + 1  # (B,)
+    # Mllama: the image states now sit in the cache; each new token sees the images the prompt's last
+    # token sees (transformers' generate repeats that row of the mask and slices it to the new token)
+    step_cross = extra[CROSS_ATTENTION_MASK][:, -1:] if CROSS_ATTENTION_MASK in extra else None  # (B, 1, N, tiles)
     rows = [_Row(i, r, _generator(r.seed)) for i, r in enumerate(requests)]
     results: list[GenerationResult | None] = [None] * len(requests)
     while True:
@@ -219,13 +250,16 @@ def generate_batch(policy: LoadedPolicy, requests: list[GenerationRequest]) -> l
             index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
             rows, tokens, mask, next_pos = [rows[b] for b in keep], tokens[index], mask[index], next_pos[index]
+            step_cross = step_cross[index] if step_cross is not None else None
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)  # (b, T + t)
+        step_extra = {CROSS_ATTENTION_MASK: step_cross} if step_cross is not None else {}
         out = model(
             input_ids=tokens[:, None],
             attention_mask=mask,
             position_ids=next_pos[:, None],
             past_key_values=cache,
             use_cache=True,
+            **step_extra,
         )
         next_pos = next_pos + 1
     return results

@@ -61,7 +61,7 @@ def prepare(
     max_new_tokens = request.max_new_tokens or config.default_max_new_tokens
     check_max_new_tokens(max_new_tokens, config.max_new_tokens_limit)
     check_at_most(len(request.stop), bounds.max_stop_strings, what="number of stop strings", code="max_stop_strings")
-    pixel_values = None
+    image_inputs = None
     if request.prompt_token_ids is not None:
         if request.images:
             raise RequestError(400, "images need `messages` (with image parts), not `prompt_token_ids`", "images")
@@ -85,7 +85,7 @@ def prepare(
             encoded = encode_prompt(policy, _hf_messages(request.messages, is_vlm=policy.is_vlm), images)
         except ValueError as error:  # image count mismatch, images for a text-only policy
             raise RequestError(400, str(error), "images") from None
-        ids, pixel_values = encoded.input_ids, encoded.pixel_values
+        ids, image_inputs = encoded.input_ids, encoded.image_inputs
     check_context(len(ids), max_new_tokens, limits.context_tokens)
     return GenerationRequest(
         ids,
@@ -94,5 +94,5 @@ def prepare(
         top_p=request.top_p,
         seed=request.seed,
         stop=list(request.stop),
-        pixel_values=pixel_values,
+        image_inputs=image_inputs,
     )

@@ -7,12 +7,13 @@ Names (the README's "Models" section describes them):
 - `tiny`: a seeded, randomly initialised 2-layer Llama (hidden 64) with SmolLM2's tokenizer and
   chat template, identical on every call, for tests and CPU smoke runs;
 - `tiny-vlm`, `smollm2-135m-vlm`: LLaVA compositions of a small vision tower and those text models;
+- `tiny-mllama`: a seeded toy Llama-3.2-Vision (Mllama: tiled vision encoder, cross-attention layers);
 - a directory written by `save_policy` / `save_pretrained` (checkpoints, HF exports);
 - a Hugging Face hub id `org/name` (may download: the user named it).
 `load_prompt_codec(name_or_path)` gives a `PromptCodec` (tokenizer/processor and stop ids) from
 the same sources without building the model, for processes that only encode prompts (the driver).
 No built-in name ever touches the network. Modules: `policy` (the records, cache, seeding),
-`smollm2`, `vlm`, `loading`. They import torch and transformers, so this package imports them on
+`smollm2`, `vlm`, `mllama`, `loading`. They import torch and transformers, so this package imports them on
 first use of a name below (PEP 562): `import learner.models` alone stays light.
 
     .venv/bin/python -m learner.models smollm2-135m "Say hello."   # greedy chat reply

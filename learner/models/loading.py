@@ -22,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from learner.models.mllama import load_tiny_mllama, mllama_codec
 from learner.models.policy import LoadedPolicy, PromptCodec, place
 from learner.models.smollm2 import load_tiny, smollm2_codec, smollm2_dir
 from learner.models.vlm import load_tiny_vlm, smollm2_vlm_dir, vlm_codec
@@ -134,6 +135,7 @@ BUILTINS: dict[str, Callable[..., LoadedPolicy]] = {
     "smollm2-135m": _load_smollm2,
     "tiny-vlm": load_tiny_vlm,
     "smollm2-135m-vlm": _load_smollm2_vlm,
+    "tiny-mllama": load_tiny_mllama,
 }
 
 
@@ -155,6 +157,7 @@ CODECS: dict[str, Callable[[str], PromptCodec]] = {
     "smollm2-135m": smollm2_codec,
     "tiny-vlm": vlm_codec,
     "smollm2-135m-vlm": vlm_codec,
+    "tiny-mllama": mllama_codec,
 }
 """The prompt codec of each built-in name (`BUILTINS`), built without its model."""
 
