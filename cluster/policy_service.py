@@ -10,10 +10,16 @@ step 6) and is what `time/weight_sync_s` measures.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from serving.config import ServingConfig
+
+_DEPLOYING = threading.Lock()
+"""One `serve.run` at a time in this process: Serve pickles a deployment actor's module by value
+between a global register/unregister pair (ray/serve/config.py), so two deployments at once (a
+study's parallel runs) break each other's pickling."""
 
 
 @dataclass
@@ -35,11 +41,12 @@ class PolicyService:
 
         from serving.app import build_app
 
-        if http:
-            serve.start(http_options={"host": config.host, "port": config.port})
-        else:
-            serve.start(proxy_location="Disabled")
-        handle = serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
+        with _DEPLOYING:
+            if http:
+                serve.start(http_options={"host": config.host, "port": config.port})
+            else:
+                serve.start(proxy_location="Disabled")
+            handle = serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
         return cls(handle=handle, app_name=config.app_name)
 
     def push(self, weights_ref: Any, version: int) -> list[dict]:
