@@ -1,14 +1,11 @@
 """Fixtures of the end-to-end tests."""
 
 import pytest
-import ray
-from ray import serve
+from e2e_helpers import local_ray
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local 2-CPU Ray cluster for one test module; Serve and Ray are stopped after it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    serve.shutdown()
-    ray.shutdown()
+    with local_ray(2):
+        yield

@@ -10,8 +10,7 @@ rebuilds the same summary from the run directories alone.
 import csv
 
 import pytest
-import ray
-from ray import serve
+from e2e_helpers import local_ray
 from typer.testing import CliRunner
 
 from cluster.cli.main import app
@@ -28,10 +27,8 @@ STUDY = ["study", "--config", str(CONFIG_DIR / "study_tiny.yaml"), "--seeds", "0
 @pytest.fixture(scope="module")
 def ray_4_cpus():
     """A local Ray cluster with room for two tiny runs at once (1.7 logical CPUs each)."""
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    serve.shutdown()
-    ray.shutdown()
+    with local_ray(4):
+        yield
 
 
 @pytest.fixture(scope="module")
