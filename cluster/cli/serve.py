@@ -2,6 +2,7 @@
 
     sftrl serve --model smollm2-135m [--checkpoint DIR] [--host 127.0.0.1] [--port 8000] [--replicas 1]
     sftrl serve --model smollm2-135m --num-gpus 1   # on a GPU machine: each replica reserves one GPU
+    sftrl serve --model smollm2-135m --engine vllm  # generate with vLLM (continuous batching, prefix cache)
 
 It joins RAY_ADDRESS's cluster or starts a local one (`session.ClusterSession`) and on exit stops
 what it started. Prints the URL and a ready-to-run curl. With `SFTRL_API_KEY` set, every route but
@@ -22,8 +23,8 @@ from cluster.session import ClusterSession
 from serving.config import ServingConfig
 
 _FIELDS = ServingConfig.model_fields
-_MODEL, _CHECKPOINT, _HOST, _PORT, _REPLICAS, _GPUS = (
-    _FIELDS[name] for name in ("model", "checkpoint", "host", "port", "num_replicas", "num_gpus_per_replica")
+_MODEL, _CHECKPOINT, _ENGINE, _HOST, _PORT, _REPLICAS, _GPUS = (
+    _FIELDS[name] for name in ("model", "checkpoint", "engine", "host", "port", "num_replicas", "num_gpus_per_replica")
 )
 
 CURL_AUTH = ' -H "Authorization: Bearer $SFTRL_API_KEY"'
@@ -49,6 +50,7 @@ def serve(
     checkpoint: Annotated[
         str | None, typer.Option(help="A save_pretrained directory to serve instead of --model's weights.")
     ] = _CHECKPOINT.default,
+    engine: Annotated[_ENGINE.annotation, typer.Option(help=_ENGINE.description)] = _ENGINE.default,
     host: Annotated[str, typer.Option(help=_HOST.description)] = _HOST.default,
     port: Annotated[int, typer.Option(help=_PORT.description)] = _PORT.default,
     replicas: Annotated[int, typer.Option(min=1, help=_REPLICAS.description)] = _REPLICAS.default,
@@ -58,7 +60,13 @@ def serve(
 ) -> None:
     """Serve a policy over HTTP (OpenAI-compatible chat and token-level generate) until Ctrl-C."""
     config = ServingConfig(
-        model=model, checkpoint=checkpoint, host=host, port=port, num_replicas=replicas, num_gpus_per_replica=num_gpus
+        model=model,
+        checkpoint=checkpoint,
+        engine=engine,
+        host=host,
+        port=port,
+        num_replicas=replicas,
+        num_gpus_per_replica=num_gpus,
     )
     with ClusterSession() as session:
         try:

@@ -23,13 +23,14 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
-    from learner.models.loading import BUILTINS, load_policy, load_prompt_codec, save_policy
+    from learner.models.loading import BUILTINS, load_policy, load_prompt_codec, model_dir, save_policy
     from learner.models.policy import LoadedPolicy, PromptCodec, cache_root
 
 _DEFINED_IN = {
     "BUILTINS": "loading",
     "load_policy": "loading",
     "load_prompt_codec": "loading",
+    "model_dir": "loading",
     "save_policy": "loading",
     "LoadedPolicy": "policy",
     "PromptCodec": "policy",
@@ -37,7 +38,16 @@ _DEFINED_IN = {
 }
 """Each public name and the submodule that defines it."""
 
-__all__ = ["BUILTINS", "LoadedPolicy", "PromptCodec", "cache_root", "load_policy", "load_prompt_codec", "save_policy"]
+__all__ = [
+    "BUILTINS",
+    "LoadedPolicy",
+    "PromptCodec",
+    "cache_root",
+    "load_policy",
+    "load_prompt_codec",
+    "model_dir",
+    "save_policy",
+]
 
 
 def __getattr__(name: str):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -23,8 +24,8 @@ from transformers import (
 )
 
 from learner.models.mllama import load_tiny_mllama, mllama_codec
-from learner.models.policy import LoadedPolicy, PromptCodec, place
-from learner.models.smollm2 import load_tiny, smollm2_codec, smollm2_dir
+from learner.models.policy import LoadedPolicy, PromptCodec, build_once, cache_root, place
+from learner.models.smollm2 import TINY_SEED, load_tiny, smollm2_codec, smollm2_dir
 from learner.models.vlm import load_tiny_vlm, smollm2_vlm_dir, vlm_codec
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -172,6 +173,25 @@ def load_prompt_codec(name_or_path: str) -> PromptCodec:
     if name_or_path in CODECS:
         return CODECS[name_or_path](name_or_path)
     return _codec_from_dir(_model_dir(name_or_path), name_or_path)
+
+
+def model_dir(name_or_path: str) -> Path:
+    """A HF model directory holding what `load_policy(name_or_path)` loads (for engines that read files: vLLM).
+
+    `smollm2-135m` is its converted cache, `tiny` is saved once beside it (`$SFTRL_CACHE/tiny-<hash>`,
+    the hash of its config, so a changed `tiny` is saved anew), a directory is itself and a hub id
+    its snapshot. Raises ValueError for the built-in VLMs
+    (served by the transformers engine) and for what `load_policy` refuses.
+    """
+    if name_or_path == "smollm2-135m":
+        return smollm2_dir()
+    if name_or_path == "tiny":
+        tiny = load_tiny(dtype=torch.float32, device="cpu")
+        digest = hashlib.sha256(f"{TINY_SEED}:{tiny.model.config.to_json_string()}".encode()).hexdigest()[:12]
+        return build_once(cache_root() / f"tiny-{digest}", lambda out: save_policy(tiny, out))
+    if name_or_path in BUILTINS:
+        raise ValueError(f"built-in {name_or_path!r} has no model directory: it is built in memory")
+    return _model_dir(name_or_path)
 
 
 def save_policy(policy: LoadedPolicy, out_dir: str | Path) -> Path:

@@ -6,6 +6,7 @@ V-IRL text with the tiny model. One SFT step, one RL iteration, evaluation of ev
 
 import pytest
 from e2e_helpers import TINY
+from ray import serve
 
 from cluster.config import load_config
 from cluster.metrics import read_metrics
@@ -43,3 +44,18 @@ def test_task_trains_and_evaluates_every_variant(ray_cluster, tmp_path, task, mo
     assert [r.variant for r in results] == variants
     assert all(r.episodes == 1 and getattr(r, metric) is not None for r in results)
     assert (tmp_path / "policy" / "config.json").is_file()
+
+
+def test_gp_trains_and_evaluates_with_the_vllm_engine(ray_cluster, tmp_path):
+    """tiny.yaml with `serving.engine=vllm`: rollouts, weight pushes and evaluation through vLLM."""
+    config = load_config(TINY, [*SHORT, "serving.engine=vllm"])
+    session = build_session(config, tmp_path)
+    try:
+        state = session.trainer.run()
+        results = session.trainer.evals[-1].results
+        [info] = serve.get_app_handle(config.serving.app_name).broadcast("info").results()
+    finally:
+        session.close()
+    assert (state.sft_step, state.iteration, state.policy_version) == (1, 1, 2)
+    assert info["engine"] == "vllm" and info["version"] == state.policy_version
+    assert [r.variant for r in results] == ["id", "rule_ood"] and all(r.episodes == 1 for r in results)

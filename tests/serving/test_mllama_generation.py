@@ -89,7 +89,7 @@ def test_the_image_changes_the_tokens(mllama):
 def test_prepare_carries_every_image_input(mllama):
     messages, images = PROMPTS[1]
     body = GenerateRequest(messages=messages, images=[to_data_url(Image.fromarray(im)) for im in images])
-    prepared = prepare(mllama, PolicyLimits.of(mllama), body, config=ServingConfig())
+    prepared = prepare(mllama, PolicyLimits.of(mllama.model.config), body, config=ServingConfig())
     expected = encode_prompt(mllama, messages, images)
     assert prepared.prompt_ids == expected.input_ids
     assert prepared.image_inputs.keys() == expected.image_inputs.keys()

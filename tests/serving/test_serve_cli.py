@@ -29,7 +29,7 @@ def _free_port() -> int:
 def test_serve_is_registered_with_its_options():
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
-    for option in ("--model", "--checkpoint", "--host", "--port", "--replicas", "--num-gpus"):
+    for option in ("--model", "--checkpoint", "--engine", "--host", "--port", "--replicas", "--num-gpus"):
         assert option in result.output
 
 
@@ -39,6 +39,7 @@ def test_serve_defaults_are_the_serving_configs():
     assert defaults == {
         "model": config.model,
         "checkpoint": config.checkpoint,
+        "engine": config.engine,
         "host": config.host,
         "port": config.port,
         "replicas": config.num_replicas,
@@ -88,12 +89,17 @@ def test_example_curl_sends_the_key_only_when_set():
 @pytest.mark.integration
 @pytest.mark.slow
 def test_sftrl_serve_prints_a_working_curl_and_stops_on_ctrl_c():
+    """With a key set, the printed curl carries it and /v1/policy refuses a caller without it.
+
+    The transformers engine (quick to start); both engines run behind the same app in test_serving_app.
+    """
+    engine, key = "transformers", "cli-key-7"
     port = _free_port()
     sftrl = Path(sys.executable).with_name("sftrl")
-    env = {k: v for k, v in os.environ.items() if k != "SFTRL_API_KEY"}
+    env = {k: v for k, v in os.environ.items() if k != "SFTRL_API_KEY"} | {"SFTRL_API_KEY": key}
     # Started with SIGINT ignored, as a background job of a non-interactive shell is: Ctrl-C must still stop it.
     process = subprocess.Popen(
-        [str(sftrl), "serve", "--model", "tiny", "--port", str(port)],
+        [str(sftrl), "serve", "--model", "tiny", "--engine", engine, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -107,11 +113,15 @@ def test_sftrl_serve_prints_a_working_curl_and_stops_on_ctrl_c():
             line = process.stdout.readline()
             assert line, f"sftrl serve exited early with {process.poll()}: {lines}"
             lines.append(line.strip())
-        assert any(f"http://127.0.0.1:{port}" in line for line in lines)
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
-        reply = subprocess.run(lines[-1], shell=True, capture_output=True, text=True, timeout=120)
+        url = f"http://127.0.0.1:{port}"
+        assert any(url in line for line in lines)
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        reply = subprocess.run(lines[-1], shell=True, capture_output=True, text=True, timeout=120, env=env)
         completion = json.loads(reply.stdout)
         assert completion["object"] == "chat.completion" and completion["usage"]["completion_tokens"] >= 1
+        info = httpx.get(f"{url}/v1/policy", headers={"Authorization": f"Bearer {key}"}).json()
+        assert info["engine"] == engine
+        assert httpx.get(f"{url}/v1/policy").status_code == 401
     finally:
         process.send_signal(signal.SIGINT)
         try:

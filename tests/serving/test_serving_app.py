@@ -1,7 +1,9 @@
 """Integration tests of the policy endpoint: real Ray, real Serve, real HTTP (httpx, openai client), handles.
 
-One Ray cluster and one Serve instance for the module, three applications on route prefixes:
-`/tiny` (2 replicas, small queue), `/secure` (API key), `/vlm` (tiny-vlm, small image limits).
+One Ray cluster and one Serve instance for the module, applications on route prefixes:
+`/tiny-<engine>` (2 replicas, small queue; every test of it runs on the transformers engine and
+again on vLLM), `/secure` (API key; tests/serving/test_serve_cli.py checks it with vLLM too),
+`/vlm` (tiny-vlm, small image limits).
 """
 
 import asyncio
@@ -52,13 +54,14 @@ def root():
         yield url
 
 
-@pytest.fixture(scope="module")
-def tiny(root):
-    return _deploy(
+@pytest.fixture(scope="module", params=["transformers", "vllm"])
+def tiny(root, request):
+    app = _deploy(
         ServingConfig(
             model="tiny",
-            app_name="tiny",
-            route_prefix="/tiny",
+            engine=request.param,
+            app_name=f"tiny-{request.param}",
+            route_prefix=f"/tiny-{request.param}",
             num_replicas=2,
             max_new_tokens_limit=64,
             default_max_new_tokens=16,
@@ -66,6 +69,8 @@ def tiny(root):
         ),
         root,
     )
+    yield app
+    serve.delete(app.name)  # frees the replicas (vLLM's engine processes) before the next engine's
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +139,7 @@ def test_openai_client_chat_with_n_logprobs_and_usage(tiny):
 def test_policy_route_reports_model_version_device_replica(tiny):
     info = httpx.get(f"{tiny.url}/v1/policy", timeout=30).json()
     assert (info["model"], info["device"], info["is_vlm"]) == ("tiny", "cpu", False)
+    assert info["engine"] == tiny.name.removeprefix("tiny-")
     assert info["replica"] and info["version"] >= 0
 
 
@@ -327,6 +333,9 @@ def test_broadcast_swap_reaches_both_replicas_and_a_restarted_one(tiny):
         assert again["policy_version"] == 5 and again["output_token_ids"] == after["output_token_ids"]
 
 
+@pytest.mark.parametrize(
+    "tiny", ["transformers"], indirect=True
+)  # engine-independent; vLLM's snapshot: test_vllm_engine
 def test_a_recreated_registry_is_refilled_for_later_replicas(tiny):
     version = max(info["version"] for info in _replicas(tiny)) + 1
     policy = load_policy("tiny")

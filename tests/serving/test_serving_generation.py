@@ -12,8 +12,9 @@ from serving.config import ServingConfig, ServingLimits
 from serving.generation import NOISE_BLOCK, GenerationRequest, _two_stage_gumbel_max, generate_batch, sample_tokens
 from serving.limits import RequestError
 from serving.prepare import PolicyLimits, prepare
-from serving.runtime import PolicyRuntime, _Pending
+from serving.runtime import PolicyRuntime
 from serving.schemas import GenerateRequest
+from serving.transformers_engine import TransformersEngine, _Pending
 from serving.weights import StaleVersionError, VersionedWeights
 
 
@@ -128,7 +129,7 @@ def _config(**kwargs):
 
 
 def test_prepare_checks_every_limit(tiny):
-    limits = PolicyLimits.of(tiny)
+    limits = PolicyLimits.of(tiny.model.config)
     ok = prepare(tiny, limits, GenerateRequest(prompt_token_ids=[1, 2], max_new_tokens=4), config=_config())
     assert ok.prompt_ids == [1, 2] and ok.max_new_tokens == 4
     cases = [
@@ -146,7 +147,7 @@ def test_prepare_checks_every_limit(tiny):
 
 def test_prepare_joins_text_parts_for_a_text_only_template(tiny):
     request = GenerateRequest(messages=[{"role": "user", "content": [{"type": "text", "text": "hello"}]}])
-    prepared = prepare(tiny, PolicyLimits.of(tiny), request, config=_config())
+    prepared = prepare(tiny, PolicyLimits.of(tiny.model.config), request, config=_config())
     assert prepared.prompt_ids == _ids(tiny, "hello")
     assert prepared.max_new_tokens == _config().default_max_new_tokens
 
@@ -191,8 +192,12 @@ def test_a_swap_waits_for_the_running_batch():
 # ---------------------------------------------------------------- runtime
 
 
+def _runtime(policy, config):
+    return PolicyRuntime(policy, PolicyLimits.of(policy.model.config), config, TransformersEngine(policy, config))
+
+
 def test_runtime_batches_concurrent_requests_with_their_own_params(tiny):
-    runtime = PolicyRuntime(tiny, _config(max_batch_size=8, batch_wait_timeout_s=0.2), device="cpu")
+    runtime = _runtime(tiny, _config(max_batch_size=8, batch_wait_timeout_s=0.2))
     requests = [
         GenerateRequest(prompt_token_ids=[1, 2 + i], max_new_tokens=2 + i, temperature=0.5 + 0.25 * i, seed=i)
         for i in range(6)
@@ -204,12 +209,12 @@ def test_runtime_batches_concurrent_requests_with_their_own_params(tiny):
     replies = asyncio.run(main())
     assert [len(r.output_token_ids) for r in replies] == [2 + i for i in range(6)]
     assert [r.prompt_token_ids for r in replies] == [[1, 2 + i] for i in range(6)]
-    assert runtime.stats.largest_batch > 1 and runtime.stats.requests == 6
+    assert runtime.engine.stats.largest_batch > 1 and runtime.engine.stats.requests == 6
     assert runtime.gate.in_flight == 0
 
 
 def test_runtime_refuses_past_its_queue_and_recovers(tiny):
-    runtime = PolicyRuntime(tiny, _config(limits=ServingLimits(max_queued_requests=2)), device="cpu")
+    runtime = _runtime(tiny, _config(limits=ServingLimits(max_queued_requests=2)))
     request = GenerateRequest(prompt_token_ids=[1, 2], max_new_tokens=3)
 
     async def main():
@@ -222,9 +227,9 @@ def test_runtime_refuses_past_its_queue_and_recovers(tiny):
 
 
 def test_a_failing_request_does_not_fail_its_batch_mates(tiny):
-    runtime = PolicyRuntime(tiny, _config(), device="cpu")
+    engine = TransformersEngine(tiny, _config())
     good = GenerationRequest([1, 2], 2)
     poison = GenerationRequest([1, 10**7], 2)  # out-of-vocabulary id slipped past validation
-    outcomes = runtime._run_batch([_Pending(good, 0.0), _Pending(poison, 0.0)])
+    outcomes = engine._run_batch([_Pending(good, 0.0), _Pending(poison, 0.0)])
     assert outcomes[0].error is None and len(outcomes[0].result.output_ids) == 2
     assert outcomes[1].error is not None and outcomes[1].result is None
