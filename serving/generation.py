@@ -7,8 +7,10 @@ Each request keeps its own temperature, top_p, seed, stop strings and max_new_to
 - sampling is Gumbel-max on `log_softmax(logits / temperature)` restricted to the request's top-p
   nucleus, in two stages (a block of `NOISE_BLOCK` tokens by its mass, then a token inside it): the
   same distribution from V / 256 + 256 noise values per row and step instead of V (448 instead of
-  49,152 for SmolLM2); the noise comes from the request's own `torch.Generator` (seeded from `seed`,
-  else from the OS), so a seeded request draws the same noise whatever else shares its batch;
+  49,152 for SmolLM2); noise value j of a row at decode step t is a stateless SplitMix64 hash of
+  (seed, t, j), computed for the whole batch at once on the logits' device (`_uniform_noise`; the
+  seed is the request's `seed`, else 63 random bits from the OS), so a seeded request draws the same
+  noise whatever else shares its batch, from bit-identical uniforms on every device;
 - `logprobs[i]` is `log_softmax(logits / temperature)[token]` of the token actually emitted, before
   top-p truncation, i.e. what the learner recomputes from the same prompt and output ids;
   `temperature == 0` is greedy, and its log-probs are under temperature 1;
@@ -49,7 +51,7 @@ class GenerationRequest:
     max_new_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
-    seed: int | None = None
+    seed: int | None = None  # in [0, 2**63), as `serving.schemas` validates; None: 63 fresh random bits
     stop: list[str] = field(default_factory=list)
     image_inputs: ImageInputs | None = None  # `encode_prompt`'s, VLMs only
 
@@ -77,7 +79,6 @@ class _Row:
 
     index: int
     request: GenerationRequest
-    generator: torch.Generator
     output_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     stop_at: int | None = None  # char offset where a stop string begins in the decoded text
@@ -96,12 +97,14 @@ def _left_pad(requests: list[GenerationRequest], pad_id: int, device: torch.devi
 
 
 def sample_tokens(
-    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, *, generators: list[torch.Generator]
+    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, *, seeds: torch.Tensor, step: int
 ) -> Sampled:
     """Sample one token per row, with its log-prob under the row's temperature.
 
     `temperature == 0` rows are greedy (log-probs under temperature 1). Top-p keeps the smallest
-    set of most likely tokens whose probability reaches `top_p` (always at least one).
+    set of most likely tokens whose probability reaches `top_p` (always at least one). The noise of
+    row b is a function of (`seeds[b]`, `step`) only (`_uniform_noise`): `seeds` is int64 (B,) on
+    the logits' device, `step` the decode step (0 for the token after the prompt).
     """
     greedy = temperature == 0  # (B,)
     scale = torch.where(greedy, torch.ones_like(temperature), temperature)  # (B,)
@@ -116,14 +119,14 @@ def sample_tokens(
         drop_sorted = before >= top_p[:, None]  # (B, V); the first token always stays
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V)
         filtered = logp.masked_fill(drop, float("-inf"))
-    tokens = _two_stage_gumbel_max(filtered, generators)  # (B,)
+    tokens = _two_stage_gumbel_max(filtered, seeds, step)  # (B,)
     if bool(greedy.any()):  # host sync on a GPU, like the two above; spares a (B, V) argmax when no row is greedy
         tokens = torch.where(greedy, logp.argmax(-1), tokens)  # (B,)
     return Sampled(tokens, logp.gather(-1, tokens[:, None]).squeeze(-1))
 
 
-def _two_stage_gumbel_max(logp: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-    """One token per row of `logp` (B, V), drawn from `exp(logp)` with noise from the row's generator.
+def _two_stage_gumbel_max(logp: torch.Tensor, seeds: torch.Tensor, step: int) -> torch.Tensor:
+    """One token per row of `logp` (B, V), drawn from `exp(logp)` with noise from (`seeds[b]`, `step`).
 
     Gumbel-max in two stages: the vocabulary is cut into blocks of `NOISE_BLOCK` tokens; a block is
     picked by Gumbel-max over the blocks' log-masses, then a token inside it by Gumbel-max over the
@@ -133,14 +136,14 @@ def _two_stage_gumbel_max(logp: torch.Tensor, generators: list[torch.Generator])
     each stage keeps Gumbel-max's stability: a tiny change of the logits (e.g. from different batch
     mates) almost never changes the draw. A row draws `n_blocks + NOISE_BLOCK` noise values per step
     (448 for V = 49,152) instead of V, always the same count, so its draws depend on its seed and
-    step only. A block with no token left (all outside the nucleus) is never picked.
+    step only (`_gumbel_noise`). A block with no token left (all outside the nucleus) is never picked.
     """
     rows, vocab = logp.shape
     blocks = -(-vocab // NOISE_BLOCK)
     if blocks * NOISE_BLOCK != vocab:
         logp = torch.nn.functional.pad(logp, (0, blocks * NOISE_BLOCK - vocab), value=float("-inf"))  # (B, K*S)
     by_block = logp.view(rows, blocks, NOISE_BLOCK)  # (B, K, S)
-    noise = _gumbel_noise(generators, blocks + NOISE_BLOCK).to(logp.device)  # (B, K + S)
+    noise = _gumbel_noise(seeds, step, blocks + NOISE_BLOCK)  # (B, K + S)
     mass = by_block.clamp_min(LOGP_FLOOR).exp_().sum(-1)  # (B, K)
     block_logmass = torch.where(by_block.amax(-1) > float("-inf"), mass.log(), float("-inf"))  # (B, K)
     block = (block_logmass + noise[:, :blocks]).argmax(-1)  # (B,)
@@ -148,16 +151,70 @@ def _two_stage_gumbel_max(logp: torch.Tensor, generators: list[torch.Generator])
     return block * NOISE_BLOCK + (inside + noise[:, blocks:]).argmax(-1)  # (B,)
 
 
-def _gumbel_noise(generators: list[torch.Generator], count: int) -> torch.Tensor:
-    """`count` standard Gumbel values per generator, drawn on the CPU (so seeds match across devices)."""
-    uniform = torch.stack([torch.rand(count, generator=g) for g in generators])  # (B, count)
-    return -torch.log(-torch.log(uniform.clamp_min(1e-20)))  # (B, count)
+def _gumbel_noise(seeds: torch.Tensor, step: int, count: int) -> torch.Tensor:
+    """`count` standard Gumbel values per row, float32 (B, count), on `seeds`' device: `-log(-log(u))`.
+
+    Computed in float64 from `_uniform_noise`'s exact uniforms, then rounded to float32: float64's
+    log may differ by an ulp between devices, which changes the float32 value only where it lies
+    within an ulp of a rounding boundary (about 2**-28 of values). The tails reach -3.6 and 36.7.
+    """
+    uniform = _uniform_noise(seeds, step, count)  # (B, count) float64
+    return uniform.log_().neg_().log_().neg_().float()  # (B, count)
 
 
-def _generator(seed: int | None) -> torch.Generator:
-    generator = torch.Generator()  # CPU: the noise is drawn on the CPU so seeds match across devices
-    generator.manual_seed(secrets.randbits(63) if seed is None else seed)
-    return generator
+def _uniform_noise(seeds: torch.Tensor, step: int, count: int) -> torch.Tensor:
+    """`count` uniforms in (0, 1) per row, float64 (B, count): a stateless hash of (seed, step, position).
+
+    Value j of row b is `mix(mix(seeds[b] + (step + 1) * GAMMA) + (j + 1) * GAMMA)` modulo 2**64
+    (`_splitmix64_mix`): output j + 1 of SplitMix64 seeded with output step + 1 of SplitMix64
+    seeded with the row's seed. Its top 53 bits, the lowest of them set to 1, are an odd integer
+    below 2**53, which float64 holds exactly, times 2**-53: the midpoints of 2**52 equal cells of
+    (0, 1), never 0 or 1. The integers are the same on every device (int64 + and * wrap modulo
+    2**64 on CPU and CUDA alike) and so are the floats (exact conversion, power-of-two scaling). A
+    row's values depend on its seed, the step and the count only, never on its batch mates.
+    """
+    keys = _splitmix64_mix(seeds + _int64((step + 1) * _GAMMA))  # (B,)
+    offsets = torch.arange(1, count + 1, dtype=torch.int64, device=seeds.device) * _GAMMA  # (count,) wraps
+    bits = _splitmix64_mix(keys[:, None] + offsets)  # (B, count)
+    odd = _shift_right(bits, 11).bitwise_or_(1)  # (B, count) in [1, 2**53)
+    return odd.double().mul_(2.0**-53)  # (B, count)
+
+
+# SplitMix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014;
+# Vigna's finaliser constants) on int64 tensors holding uint64 bit patterns: + and * wrap modulo
+# 2**64 (two's complement), xor is bitwise, and `_shift_right` masks torch's arithmetic int64
+# shift into a logical one. Python ints are wrapped into int64 first (`_int64`): torch refuses
+# scalars outside its range.
+_UINT64_MAX = 2**64 - 1
+
+
+def _int64(value: int) -> int:
+    """The int64 with the bits of `value` modulo 2**64."""
+    value &= _UINT64_MAX
+    return value - 2**64 if value >= 2**63 else value
+
+
+_GAMMA = _int64(0x9E3779B97F4A7C15)  # SplitMix64's increment: 2**64 / golden ratio, odd
+_MIX_1, _MIX_2 = _int64(0xBF58476D1CE4E5B9), _int64(0x94D049BB133111EB)
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 `x` by 0 < `bits` < 64: the sign copies `>>` shifts in are masked off."""
+    return (x >> bits).bitwise_and_((1 << (64 - bits)) - 1)
+
+
+def _splitmix64_mix(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser, a bijection of 64-bit words, elementwise on int64 `x`."""
+    x = x ^ _shift_right(x, 30)
+    x = x.mul_(_MIX_1)
+    x = x.bitwise_xor_(_shift_right(x, 27)).mul_(_MIX_2)
+    return x.bitwise_xor_(_shift_right(x, 31))
+
+
+def _row_seeds(requests: list[GenerationRequest], device: torch.device) -> torch.Tensor:
+    """Each request's noise seed, int64 (B,) on `device`: its `seed`, else 63 random bits from the OS."""
+    seeds = [secrets.randbits(63) if r.seed is None else r.seed for r in requests]
+    return torch.tensor(seeds, dtype=torch.int64, device=device)  # (B,) one copy per batch, none per step
 
 
 def _finished(row: _Row, token: int, eos_ids: set[int], tokenizer) -> str | None:
@@ -228,12 +285,12 @@ def generate_batch(policy: LoadedPolicy, requests: list[GenerationRequest]) -> l
     # Mllama: the image states now sit in the cache; each new token sees the images the prompt's last
     # token sees (transformers' generate repeats that row of the mask and slices it to the new token)
     step_cross = extra[CROSS_ATTENTION_MASK][:, -1:] if CROSS_ATTENTION_MASK in extra else None  # (B, 1, N, tiles)
-    rows = [_Row(i, r, _generator(r.seed)) for i, r in enumerate(requests)]
+    rows, seeds, step = [_Row(i, r) for i, r in enumerate(requests)], _row_seeds(requests, device), 0
     results: list[GenerationResult | None] = [None] * len(requests)
     while True:
         temperature = torch.tensor([r.request.temperature for r in rows], device=device)  # (b,)
         top_p = torch.tensor([r.request.top_p for r in rows], device=device)  # (b,)
-        tokens, logprobs = sample_tokens(out.logits[:, -1], temperature, top_p, generators=[r.generator for r in rows])
+        tokens, logprobs = sample_tokens(out.logits[:, -1], temperature, top_p, seeds=seeds, step=step)
         token_list, logprob_list = tokens.tolist(), logprobs.tolist()  # device sync, once per step
         keep = []
         for b, row in enumerate(rows):
@@ -250,6 +307,7 @@ def generate_batch(policy: LoadedPolicy, requests: list[GenerationRequest]) -> l
             index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
             rows, tokens, mask, next_pos = [rows[b] for b in keep], tokens[index], mask[index], next_pos[index]
+            seeds = seeds[index]
             step_cross = step_cross[index] if step_cross is not None else None
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)  # (b, T + t)
         step_extra = {CROSS_ATTENTION_MASK: step_cross} if step_cross is not None else {}
@@ -261,7 +319,7 @@ def generate_batch(policy: LoadedPolicy, requests: list[GenerationRequest]) -> l
             use_cache=True,
             **step_extra,
         )
-        next_pos = next_pos + 1
+        next_pos, step = next_pos + 1, step + 1
     return results
 
 

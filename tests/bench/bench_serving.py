@@ -7,7 +7,8 @@
 - weight swap: seconds from `broadcast("load_weights", ...)` until both of 2 replicas serve the new
   version, and GB/s of weights moved; resident memory per replica.
 - sampling: milliseconds per decode step of `sample_tokens` at batch 64 over SmolLM2's 49,152-token
-  vocabulary, 1 torch thread (the two-stage Gumbel-max draws 448 noise values per row, not 49,152).
+  vocabulary, 1 torch thread (the two-stage Gumbel-max draws 448 noise values per row, not 49,152,
+  hashed from (seed, step, position) for the whole batch at once), a new step index every call.
 Throughput counts generated tokens (seeded sampling makes every mode generate the same ones).
 
     .venv/bin/python -m pytest tests/bench/bench_serving.py -s -p no:cacheprovider
@@ -207,12 +208,12 @@ def test_sampling_step_time():
     logits = 4 * torch.randn(SAMPLE_BATCH, SAMPLE_VOCAB, generator=torch.Generator().manual_seed(0))  # (B, V)
     print(f"\n[bench_serving] sample_tokens, batch {SAMPLE_BATCH}, vocabulary {SAMPLE_VOCAB}, {THREADS} torch thread")
     for temperature, top_p in ((1.0, 1.0), (0.2, 1.0), (0.7, 0.9)):
-        generators = [torch.Generator().manual_seed(i) for i in range(SAMPLE_BATCH)]
+        seeds = torch.arange(SAMPLE_BATCH)  # (B,) int64
         temperatures, top_ps = torch.full((SAMPLE_BATCH,), temperature), torch.full((SAMPLE_BATCH,), top_p)
         seconds = []
-        for _ in range(SAMPLE_STEPS + 1):  # the first call warms up
+        for step in range(SAMPLE_STEPS + 1):  # the first call warms up
             start = time.perf_counter()
-            sample_tokens(logits, temperatures, top_ps, generators=generators)
+            sample_tokens(logits, temperatures, top_ps, seeds=seeds, step=step)
             seconds.append(time.perf_counter() - start)
         step_ms = 1e3 * statistics.median(seconds[1:])
         print(f"  temperature {temperature}, top_p {top_p}: {step_ms:.1f} ms per step (median of {SAMPLE_STEPS})")

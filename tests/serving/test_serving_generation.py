@@ -1,15 +1,26 @@
 """Unit tests of batched generation, request preparation, weight versions and the runtime, on `tiny` (no Ray)."""
 
 import asyncio
+import math
 import threading
 
 import pytest
 import torch
+from scipy.stats import chi2
 
 from learner.models import load_policy
 from learner.prompt_encoding import encode_prompt
+from serving import generation
 from serving.config import ServingConfig, ServingLimits
-from serving.generation import NOISE_BLOCK, GenerationRequest, _two_stage_gumbel_max, generate_batch, sample_tokens
+from serving.generation import (
+    NOISE_BLOCK,
+    GenerationRequest,
+    _gumbel_noise,
+    _two_stage_gumbel_max,
+    _uniform_noise,
+    generate_batch,
+    sample_tokens,
+)
 from serving.limits import RequestError
 from serving.prepare import PolicyLimits, prepare
 from serving.runtime import PolicyRuntime
@@ -67,8 +78,8 @@ def test_two_stage_sampling_draws_the_softmax_distribution_within_the_nucleus():
     rows = 6000
     temperature = torch.full((rows,), 0.7)
     top_p = torch.where(torch.arange(rows) % 2 == 0, 1.0, 0.3)  # odd rows: only the top token (p = 0.46) is left
-    generators = [torch.Generator().manual_seed(i) for i in range(rows)]
-    tokens, logprobs = sample_tokens(logits.expand(rows, vocab), temperature, top_p, generators=generators)
+    seeds = torch.arange(rows)  # (B,) int64
+    tokens, logprobs = sample_tokens(logits.expand(rows, vocab), temperature, top_p, seeds=seeds, step=0)
     logp = torch.log_softmax(logits / 0.7, dim=-1)  # (V,)
     torch.testing.assert_close(logprobs, logp[tokens])
     assert (tokens[1::2] == heavy[0]).all()
@@ -81,10 +92,77 @@ def test_two_stage_sampling_draws_the_softmax_distribution_within_the_nucleus():
     assert abs(frequency[light].sum() - expected[light].sum()) < 4 * (expected[light].sum() / (rows // 2)).sqrt()
 
 
+def test_one_seed_over_many_steps_and_many_seeds_draw_the_softmax_distribution():
+    # chi-square over 128 seeds x 64 decode steps: fails for noise that is not Gumbel (e.g. the
+    # uniforms themselves, or -log(u)), for noise that ignores the step or the seed (repeated draws)
+    vocab = NOISE_BLOCK + 8  # two blocks, the second one padded
+    heavy = [0, 1, 100, NOISE_BLOCK, NOISE_BLOCK + 7]
+    logits = torch.full((vocab,), -4.0)
+    logits[heavy] = torch.tensor([1.0, 0.5, 0.0, 0.8, -0.5])  # the other 259 tokens hold 37% together
+    seeds, steps = torch.arange(128) * 7919 + 2**62, 64  # (B,) int64, large seeds too
+    counts = torch.zeros(vocab)
+    for step in range(steps):
+        ones = torch.ones(len(seeds))
+        tokens = sample_tokens(logits.expand(len(seeds), vocab), ones, ones, seeds=seeds, step=step).tokens
+        counts += torch.bincount(tokens, minlength=vocab)
+    expected = torch.softmax(logits.double(), -1) * len(seeds) * steps  # (V,)
+    light = torch.ones(vocab, dtype=torch.bool)
+    light[heavy] = False
+    observed = torch.cat([counts[heavy], counts[light].sum()[None]]).double()  # (6,)
+    binned = torch.cat([expected[heavy], expected[light].sum()[None]])  # (6,) every bin expects over 350
+    statistic = float(((observed - binned) ** 2 / binned).sum())
+    assert statistic < chi2.ppf(1 - 1e-3, df=len(binned) - 1), (observed, binned)
+
+
+def test_noise_is_a_splitmix64_hash_of_seed_step_and_position_alone():
+    mask = 2**64 - 1
+
+    def mix(x):  # SplitMix64's finaliser on Python ints, as the reference
+        x ^= x >> 30
+        x = (x * 0xBF58476D1CE4E5B9) & mask
+        x ^= x >> 27
+        x = (x * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    def uniform(seed, step, position):
+        key = mix((seed + (step + 1) * 0x9E3779B97F4A7C15) & mask)
+        return ((mix((key + (position + 1) * 0x9E3779B97F4A7C15) & mask) >> 11) | 1) * 2.0**-53
+
+    seeds, count = [0, 1, 42, 2**62 + 12345, 2**63 - 1], 7
+    for step in (0, 5, 10**9):
+        batch = _uniform_noise(torch.tensor(seeds), step, count)  # (5, 7) float64
+        reference = torch.tensor([[uniform(s, step, j) for j in range(count)] for s in seeds], dtype=torch.float64)
+        assert torch.equal(batch, reference)  # bit for bit: no rounding anywhere
+        assert torch.equal(_uniform_noise(torch.tensor(seeds[3:4]), step, count), batch[3:4])  # alone or batched
+        gumbel = torch.tensor([[-math.log(-math.log(u)) for u in row] for row in reference.tolist()])
+        torch.testing.assert_close(_gumbel_noise(torch.tensor(seeds), step, count), gumbel)
+    assert not torch.equal(_uniform_noise(torch.tensor(seeds), 0, count), _uniform_noise(torch.tensor(seeds), 1, count))
+
+
+def test_each_step_samples_with_its_index_and_the_seeds_of_the_rows_still_in_the_batch(tiny, monkeypatch):
+    calls = []
+
+    def recording(logits, temperature, top_p, *, seeds, step):
+        calls.append((seeds.tolist(), step))
+        return sample_tokens(logits, temperature, top_p, seeds=seeds, step=step)
+
+    monkeypatch.setattr(generation, "sample_tokens", recording)
+    prompt = _ids(tiny, "steps")
+    requests = [
+        GenerationRequest(prompt, 2, seed=11),
+        GenerationRequest(prompt, 4),
+        GenerationRequest(prompt, 3, seed=33),
+    ]
+    generate_batch(tiny, requests)
+    unseeded = calls[0][0][1]
+    assert 0 <= unseeded < 2**63
+    assert calls == [([11, unseeded, 33], 0), ([11, unseeded, 33], 1), ([unseeded, 33], 2), ([unseeded], 3)]
+
+
 def test_a_block_left_out_of_the_nucleus_is_never_picked_even_beside_negligible_tokens():
     logp = torch.full((200, 2 * NOISE_BLOCK), float("-inf"))
     logp[:, NOISE_BLOCK:] = -100.0  # below the floor of a block's mass: both blocks would weigh the same
-    tokens = _two_stage_gumbel_max(logp, [torch.Generator().manual_seed(i) for i in range(200)])
+    tokens = _two_stage_gumbel_max(logp, torch.arange(200), step=3)
     assert (tokens >= NOISE_BLOCK).all()
 
 
