@@ -212,13 +212,14 @@ class PolicyServer:
         }
 
     async def check_health(self) -> None:
-        """Serve's periodic health check; it also repairs a registry that fell behind this replica.
+        """Serve's periodic health check: raises once the engine died; repairs a registry behind this replica.
 
         The controller recreates a dead registry actor empty (and a replica that claimed a version
         may die before publishing it); a replica whose health check sees the registry behind
         republishes its own weights in the background, so replicas that start afterwards still
         load the newest version. The check itself never waits for the repair nor fails on it.
         """
+        self.runtime.engine.check_health()
         if self.runtime.engine.version == 0 or (self._repair is not None and not self._repair.done()):
             return
         try:

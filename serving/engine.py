@@ -9,7 +9,8 @@ under the request's temperature, finish reason out) and owns the served weights 
 - `await load_weights(weights, version)` -> `SwapResult`: swap to a HF state dict once the running
   requests end; versions only go up (`StaleVersionError` below the served one, a no-op at it);
 - `await snapshot()` -> (version, CPU state dict) of what is served, for republishing;
-- `version`, `stats` (`RuntimeStats`), `name` ("transformers" or "vllm"); `shutdown()` frees it.
+- `version`, `stats` (`RuntimeStats`), `name` ("transformers" or "vllm"); `check_health()` raises
+  once the engine cannot generate any more; `shutdown()` frees it.
 
 Engines: `serving.transformers_engine.TransformersEngine` (our batched loop over transformers
 forward calls) and `serving.vllm_engine.VllmEngine` (vLLM's async engine: continuous batching,
@@ -69,6 +70,9 @@ class Engine(Protocol):
 
     async def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, CPU state dict) of the served weights."""
+
+    def check_health(self) -> None:
+        """Raise when the engine can no longer generate (Serve's health check then replaces the replica)."""
 
     def shutdown(self) -> None:
         """Free the engine (processes, files)."""

@@ -64,6 +64,9 @@ class TransformersEngine:
         """(version, CPU copy of the state dict), read between batches."""
         return await asyncio.to_thread(self.weights.snapshot)
 
+    def check_health(self) -> None:
+        """Always healthy: a failing batch fails only its own requests."""
+
     def shutdown(self) -> None:
         """Nothing to stop: the model lives in this process."""
 

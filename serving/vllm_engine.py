@@ -37,6 +37,7 @@ from transformers import PretrainedConfig
 from serving.config import ServingConfig, VllmSettings
 from serving.engine import Generated, RuntimeStats
 from serving.generation import GenerationRequest, GenerationResult
+from serving.limits import RequestError
 from serving.prepare import PolicyLimits
 from serving.version_gate import VersionGate, check_not_stale
 from serving.vllm_worker import EXTENSION, LOAD_SAFETENSORS
@@ -107,14 +108,21 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         settings = config.vllm
-        if device == "cpu":
+        max_model_len = settings.max_model_len or limits.context_tokens
+        on_cpu = device == "cpu"
+        if on_cpu:
             configure_cpu_backend(settings)
         args = AsyncEngineArgs(
             model=str(directory),
             dtype=config.resolved_dtype(device),
             seed=0,
-            max_model_len=settings.max_model_len or limits.context_tokens,
+            max_model_len=max_model_len,
             max_num_seqs=config.max_batch_size,
+            # On CPU, vLLM 0.32's chunked prefill kills the engine on a seeded request whose prompt
+            # is split ("CPU Generator does not use offset"): whole prompts, up to one full context
+            # per step (the setting vLLM's CPU platform itself picks where it cannot chunk).
+            enable_chunked_prefill=not on_cpu,
+            max_num_batched_tokens=max_model_len if on_cpu else None,
             enforce_eager=settings.enforce_eager,
             enable_prefix_caching=settings.prefix_caching,
             gpu_memory_utilization=settings.gpu_memory_utilization,
@@ -131,8 +139,19 @@ class VllmEngine:
         """The weights version being served."""
         return self.gate.version
 
+    def check_health(self) -> None:
+        """Raise RuntimeError once vLLM's engine has died (Serve then replaces the replica)."""
+        if self.llm.errored:
+            raise RuntimeError("the vLLM engine of this replica died; see the replica log for its error")
+
     async def generate(self, request: GenerationRequest) -> Generated:
-        """Generate `request` in vLLM's running batch, under the version the gate admits it with."""
+        """Generate `request` in vLLM's running batch, under the version the gate admits it with.
+
+        Once the engine has died, every request gets a 503 `engine_dead` until Serve replaces the replica.
+        """
+        if self.llm.errored:
+            error = RequestError(503, "this replica's vLLM engine died and is being replaced: retry", "engine_dead", 5)
+            return Generated(None, error, self.gate.version, 0.0, 0.0)
         enqueued = time.perf_counter()
         async with self.gate.generating() as version:
             start = time.perf_counter()

@@ -64,6 +64,7 @@ async def _burst(url: str, bodies: list[dict]) -> tuple[int, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_engines_side_by_side():
     messages = _gp_messages(max(CONCURRENCY))
     with serve_http(num_cpus=8) as root:

@@ -134,6 +134,18 @@ def test_a_seeded_request_samples_the_same_alone_or_beside_others(fp32, prompts)
     assert other.output_ids != alone.output_ids
 
 
+def test_a_burst_of_seeded_requests_longer_than_a_step_keeps_the_engine_alive(fp32, prompts):
+    """40 seeded prompts of ~300 tokens: more prompt tokens than vLLM's default step budget (2,048).
+
+    vLLM 0.32's CPU engine died on this with chunked prefill ("CPU Generator does not use offset").
+    """
+    loop, engine = fp32
+    distinct = [[1000 + i, *prompts[0] * 8] for i in range(40)]  # ~300 tokens each, no prefix shared
+    outcomes = _generate(loop, engine, [GenerationRequest(ids, 4, seed=i) for i, ids in enumerate(distinct)])
+    assert all(len(o.result.output_ids) == 4 for o in outcomes)
+    engine.check_health()
+
+
 # ---------------------------------------------------------------- parity with the learner
 
 
