@@ -2,7 +2,7 @@
 
     policy = PolicyService.start(config.serving)     # serve.run(serving.app.build_app(...))
     reply = await policy.handle.generate.remote({"messages": [...]})   # rollout actors
-    policy.push(learner.export_weights(), version)   # every replica swaps atomically
+    policy.push(learner.export_weights(path), version)   # every replica loads the file, swaps atomically
 
 Versions only go up (serving contract); `push` is the weight-sync step of design.md ("Data flow",
 step 6) and is what `time/weight_sync_s` measures.
@@ -49,13 +49,14 @@ class PolicyService:
             handle = serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
         return cls(handle=handle, app_name=config.app_name)
 
-    def push(self, weights_ref: Any, version: int) -> list[dict]:
-        """Make every replica serve `weights_ref` (a state-dict ObjectRef) as `version`.
+    def push(self, weights: Any, version: int) -> list[dict]:
+        """Make every replica serve `weights` as `version`.
 
-        Blocks until every replica has swapped (and the first has published the version for
-        replicas that start later); returns each replica's swap report.
+        `weights` is a safetensors file's path every replica can read (`cluster/weight_files.py`), or
+        a state dict or its ObjectRef. Blocks until every replica has swapped (and the first has
+        published the version for replicas that start later); returns each replica's swap report.
         """
-        return self.handle.broadcast("load_weights", weights_ref, version).results()
+        return self.handle.broadcast("load_weights", weights, version).results()
 
     def shutdown(self) -> None:
         """Delete the application (Serve itself keeps running for others)."""

@@ -36,8 +36,8 @@ class LearnerPort(Protocol):
     def num_parameters(self) -> int:
         """The policy's parameter count, value head excluded (N of the compute axis, cluster/compute.py)."""
 
-    def export_weights(self) -> Any:
-        """The policy's full weights (an ObjectRef of a CPU state dict) for `PolicyPort.push`."""
+    def export_weights(self, path: str) -> str:
+        """Write the policy's full weights to the safetensors file `path` (for `PolicyPort.push`); returns it."""
 
     def export_hf(self, out_dir: str) -> str:
         """Write the policy as a Hugging Face model directory; returns its path."""
@@ -53,7 +53,10 @@ class PolicyPort(Protocol):
     """The policy server (`policy_service.PolicyService`) as the trainer sees it: weights go in."""
 
     def push(self, weights: Any, version: int) -> list[dict]:
-        """Make every replica serve `weights` as `version` (versions only go up); one report per replica."""
+        """Make every replica serve `weights` (a weights file's path) as `version` (versions only go up).
+
+        Returns one swap report per replica.
+        """
 
 
 class FleetPort(Protocol):

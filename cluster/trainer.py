@@ -9,7 +9,8 @@ One RL iteration (design.md, "Data flow of one RL iteration"):
     collect   the fleet plays `episodes_per_iteration` episodes on fresh training seeds
     batch     episodes -> samples (GRPO: group-normalised; PPO: GAE over turns with learner values)
     learn     learner.rl_step(samples): ZeRO-3 optimizer steps
-    sync      learner.export_weights() -> policy.push(ref, version + 1): every replica swaps
+    sync      learner.export_weights(RUN_DIR/weights/vN.safetensors) -> policy.push(path, N): every
+              replica loads the file and swaps (cluster/weight_files.py)
     log       metrics.jsonl + TensorBoard; evaluation every N iterations; a checkpoint every M
 
 The trainer's own state (`TrainState`: SFT steps done, RL iterations done, phase, policy version)
@@ -47,6 +48,7 @@ from cluster.metrics import METRICS_FILE, MetricsLogger, trim_metrics
 from cluster.ports import FleetPort, LearnerPort, PolicyPort
 from cluster.progress import RunProgress
 from cluster.rollout import SEED_SPACE, EpisodeRequest
+from cluster.weight_files import prune_weight_files, weights_path
 from envs.seeds import TRAIN_SEEDS
 
 if TYPE_CHECKING:
@@ -344,7 +346,10 @@ class Trainer:
             self._progress.update(sft_step=self.state.sft_step, iteration=self.state.iteration)
 
     def _sync_weights(self) -> None:
-        self.policy.push(self.learner.export_weights(), self.state.policy_version)
+        version = self.state.policy_version
+        path = self.learner.export_weights(str(weights_path(self.run_dir, version)))
+        self.policy.push(path, version)
+        prune_weight_files(self.run_dir)
 
 
 def check_fresh_run_dir(run_dir: Path) -> None:

@@ -9,11 +9,13 @@ tied weights sharing one tensor.
 
 `export_hf` writes that state dict as `model.safetensors` plus config, generation config and
 tokenizer/processor: a directory that `from_pretrained`, `learner.models.load_policy(path)` and
-`sftrl serve --checkpoint` load.
+`sftrl serve --checkpoint` load. `write_weights_file` writes it alone, as the file a weight sync
+hands the policy servers.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -72,16 +74,35 @@ def export_hf(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    unique: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for name, tensor in state_dict.items():
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        unique[name] = tensor.contiguous()
-    save_file(unique, str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(_untied(state_dict), str(out / "model.safetensors"), metadata={"format": "pt"})
     model_config.save_pretrained(out)
     if generation_config is not None:
         generation_config.save_pretrained(out)
     (processor or tokenizer).save_pretrained(out)
     return out
+
+
+def _untied(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each tensor once, under its first name (safetensors refuses tensors sharing memory), contiguous."""
+    unique: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in state_dict.items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            unique[name] = tensor.contiguous()
+    return unique
+
+
+def write_weights_file(state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a gathered state dict as one safetensors file at `path`, atomically (call on rank 0 only).
+
+    Tied weights are stored once, under their first name (the embeddings; servers re-tie the
+    output layer). The file is written beside `path` and renamed into place, so a reader never
+    sees it half-written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    save_file(_untied(state_dict), str(partial), metadata={"format": "pt"})
+    os.replace(partial, path)
+    return path

@@ -16,7 +16,7 @@ scatter over nodes.
     group = LearnerGroup(2, LearnerConfig(model="tiny", algo="sft"), resources_per_rank={"CPU": 1}, run_dir="runs/x")
     metrics = group.sft_step(samples)          # {"loss/sft": ..., "perf/tokens_per_s": ...}
     group.begin_rl()                           # fresh optimizer and LR schedule for the RL phase
-    ref = group.export_weights()               # ObjectRef of rank 0's CPU state dict (HF names)
+    path = group.export_weights("runs/x/w.safetensors")  # rank 0 writes the policy's weights (HF names)
     group.save("runs/x/ckpt"); group.load("runs/x/ckpt"); group.shutdown()
 """
 
@@ -25,14 +25,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from learner.batch import Sample, shard_for_ranks
 from learner.checkpoint import ClientState, load_checkpoint, save_checkpoint
 from learner.config import LearnerConfig
 from learner.distributed import free_port, init_distributed, node_ip
 from learner.engine import LearnerEngine
-from learner.export import export_hf, gather_policy_state_dict
+from learner.export import export_hf, gather_policy_state_dict, write_weights_file
 from learner.run_dir import (
     RankSighting,
     RunDirMarker,
@@ -86,13 +84,14 @@ class LearnerRank:
         """`LearnerEngine.begin_rl` (False when this rank is already in the RL phase)."""
         return self.engine.begin_rl()
 
-    def export_weights(self) -> dict[str, torch.Tensor] | None:
-        """Rank 0: the policy's full CPU state dict (HF names); other ranks: None."""
-        return gather_policy_state_dict(self.engine.module, rank=self.rank)
+    def export_weights(self, path: str) -> str | None:
+        """Rank 0 writes the policy's weights (HF names) to the safetensors file `path` and returns it; others None."""
+        state = gather_policy_state_dict(self.engine.module, rank=self.rank)
+        return None if state is None else str(write_weights_file(state, path))
 
     def export_hf(self, out_dir: str) -> str | None:
         """Write a HF model directory from rank 0 (see learner.export); returns it on rank 0."""
-        state = self.export_weights()
+        state = gather_policy_state_dict(self.engine.module, rank=self.rank)
         if state is None:
             return None
         policy = self.engine.module.policy
@@ -218,13 +217,12 @@ class LearnerGroup:
                 result[index] = value
         return result
 
-    def export_weights(self):
-        """ObjectRef of rank 0's CPU state dict of the policy (HF names, no value head)."""
-        import ray
+    def export_weights(self, path: str | Path) -> str:
+        """Write the policy's weights (HF names, no value head) to the safetensors file `path`; returns it.
 
-        refs = [a.export_weights.remote() for a in self.actors]
-        ray.get(refs[1:])  # the other ranks return None once their part of the gathers is done
-        return refs[0]
+        `path` must be on storage the policy servers read (the run directory, shared across nodes).
+        """
+        return self._all("export_weights", absolute(path))[0]
 
     def export_hf(self, out_dir: str | Path) -> str:
         """Write a HF model directory (safetensors, config, tokenizer) and return its path."""

@@ -10,7 +10,7 @@ HTTP routes (every one but /healthz needs `Authorization: Bearer $SFTRL_API_KEY`
     GET  /healthz                liveness, no auth
 Handle methods (in-cluster callers; never exposed over HTTP):
     await handle.generate.remote(request: dict) -> dict        same body/reply as /v1/generate
-    handle.broadcast("load_weights", weights_ref, version)      atomic, versions only go up
+    handle.broadcast("load_weights", path_or_ref, version)     atomic, versions only go up
 
 The newest published weights live in a `WeightRegistry` deployment-scoped actor (see
 `serving/weights.py`); a replica loads them in its constructor, before Serve sends it traffic.
@@ -188,11 +188,13 @@ class PolicyServer:
         return (await self.runtime.generate(parsed)).model_dump()
 
     async def load_weights(self, weights, version: int) -> dict:
-        """Swap to `weights` (state dict, or an ObjectRef of one) as `version`; publish it for later replicas.
+        """Swap to `weights` as `version`; publish it for later replicas.
 
-        Called on every replica by `handle.broadcast("load_weights", ref, version)`. Raises
-        StaleVersionError for an older version. The first replica to claim a new version hands
-        the weights to the registry before returning, so when the broadcast has returned, a
+        `weights`: the path of a safetensors file this replica can read (a training run's sync:
+        `cluster/weight_files.py`), a state dict, or an ObjectRef of either. Called on every replica
+        by `handle.broadcast("load_weights", weights, version)`. Raises StaleVersionError for an
+        older version. The first replica to claim a new version hands the weights (a path: just
+        where to get them) to the registry before returning, so when the broadcast has returned, a
         replica that starts afterwards loads this version.
         """
         if isinstance(weights, ray.ObjectRef):

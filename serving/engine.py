@@ -6,8 +6,9 @@ under the request's temperature, finish reason out) and owns the served weights 
 - `await generate(request)` -> `Generated`: the result, or the error of that request alone, plus
   the weights version it was generated with (one version per request, never two) and its queue
   and generation seconds;
-- `await load_weights(weights, version)` -> `SwapResult`: swap to a HF state dict once the running
-  requests end; versions only go up (`StaleVersionError` below the served one, a no-op at it);
+- `await load_weights(weights, version)` -> `SwapResult`: swap to a HF state dict, or the
+  safetensors file at a path, once the running requests end; versions only go up
+  (`StaleVersionError` below the served one, a no-op at it);
 - `await snapshot()` -> (version, CPU state dict) of what is served, for republishing;
 - `version`, `stats` (`RuntimeStats`), `name` ("transformers" or "vllm"); `check_health()` raises
   once the engine cannot generate any more; `shutdown()` frees it.
@@ -27,7 +28,7 @@ import torch
 
 from serving.config import ServingConfig
 from serving.generation import GenerationRequest, GenerationResult
-from serving.weights import SwapResult
+from serving.weights import SwapResult, WeightsSource
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Engine(Protocol):
     async def generate(self, request: GenerationRequest) -> Generated:
         """Generate `request` with one weights version."""
 
-    async def load_weights(self, weights: dict[str, torch.Tensor], version: int) -> SwapResult:
+    async def load_weights(self, weights: WeightsSource, version: int) -> SwapResult:
         """Swap to `weights` as `version` once the running requests end."""
 
     async def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:

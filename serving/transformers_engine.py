@@ -12,15 +12,18 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from learner.models import LoadedPolicy
 from serving.batching import DynamicBatcher
 from serving.config import ServingConfig
 from serving.engine import Generated, RuntimeStats
 from serving.generation import GenerationRequest, generate_batch
-from serving.weights import SwapResult, VersionedWeights
+from serving.version_gate import check_not_stale
+from serving.weights import SwapResult, VersionedWeights, WeightsSource
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +59,13 @@ class TransformersEngine:
         """Generate `request` in the next batch."""
         return await self.batcher.submit(_Pending(request, time.perf_counter()))
 
-    async def load_weights(self, weights: dict[str, torch.Tensor], version: int) -> SwapResult:
-        """Swap once the running batch ends; see `VersionedWeights.swap`."""
+    async def load_weights(self, weights: WeightsSource, version: int) -> SwapResult:
+        """Swap to a state dict or a weights file's contents once the running batch ends (`VersionedWeights.swap`)."""
+        if isinstance(weights, (str, Path)):
+            check_not_stale(version, self.weights.version)  # before reading the file
+            if version == self.weights.version:
+                return SwapResult(version, False, 0.0, 0)
+            weights = await asyncio.to_thread(load_file, str(weights))
         return await asyncio.to_thread(self.weights.swap, weights, version)
 
     async def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:

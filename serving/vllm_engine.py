@@ -9,10 +9,11 @@ arrive. What sftrl's contract needs, and how it is met:
 - **Log-probs** are vLLM's `processed_logprobs`: `log_softmax(logits / temperature)` of the sampled
   token (greedy requests: temperature 1), what the learner recomputes. With `top_p < 1` they are
   of the renormalised nucleus instead (vLLM masks before its log-softmax).
-- **Weights.** `load_weights` writes the state dict to a safetensors file (memory bounded by the
-  file; tied weights dropped), then, with requests held by a `VersionGate` (each request runs under
-  one version), calls `WeightLoader.sftrl_load_safetensors` on the workers (`collective_rpc`) and
-  resets the prefix cache. The newest file stays for `snapshot`.
+- **Weights.** `load_weights` takes a weights file's path (a training run's sync) or a state dict,
+  which it first writes to a safetensors file of its own (tied weights dropped); then, with
+  requests held by a `VersionGate` (each request runs under one version), it calls
+  `WeightLoader.sftrl_load_safetensors` on the workers (`collective_rpc`: they read the file one
+  tensor at a time) and resets the prefix cache. The served file is what `snapshot` reads.
 - **CPU threads.** vLLM's CPU backend binds one OpenMP thread per core in
   `VLLM_CPU_OMP_THREADS_BIND`; `vllm.cpu_threads_bind="all"` gives it every core this process may
   use (Ray's 1-CPU reservation would otherwise leave the rest idle in a synchronous loop) and
@@ -30,7 +31,6 @@ import uuid
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PretrainedConfig
 
@@ -41,7 +41,7 @@ from serving.limits import RequestError
 from serving.prepare import PolicyLimits
 from serving.version_gate import VersionGate, check_not_stale
 from serving.vllm_worker import EXTENSION, LOAD_SAFETENSORS
-from serving.weights import SwapResult, check_weights
+from serving.weights import SwapResult, WeightsSource, check_weights, file_shapes, shapes_of
 
 TIED_OUTPUT = "lm_head.weight"
 
@@ -69,9 +69,7 @@ def checkpoint_shapes(directory: Path) -> dict[str, tuple[int, ...]]:
     """{name: shape} of every tensor in the directory's safetensors files (headers only)."""
     shapes = {}
     for path in sorted(directory.glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as file:
-            for name in file.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                shapes[name] = tuple(file.get_slice(name).get_shape())
+        shapes.update(file_shapes(path))
     return shapes
 
 
@@ -92,7 +90,7 @@ class VllmEngine:
             self._tied = {TIED_OUTPUT}
             self._expected[TIED_OUTPUT] = self._expected["model.embed_tokens.weight"]
         self._swap_dir = Path(tempfile.mkdtemp(prefix="sftrl-vllm-weights-"))
-        self._weights_file: Path | None = None  # the served version's file; None: the checkpoint's
+        self._served: tuple[Path, bool] | None = None  # (file, owned by this engine) of the served version
 
     @classmethod
     async def start(
@@ -194,35 +192,42 @@ class VllmEngine:
         logprobs = [step[token].logprob for step, token in zip(completion.logprobs, ids, strict=True)]
         return GenerationResult(completion.text, ids, logprobs, completion.finish_reason)
 
-    async def load_weights(self, weights: dict[str, torch.Tensor], version: int) -> SwapResult:
-        """Swap to `weights` as `version` once the running requests end; see the module docstring."""
+    async def load_weights(self, weights: WeightsSource, version: int) -> SwapResult:
+        """Swap to `weights` as `version` once the running requests end; see the module docstring.
+
+        A weights file's path is loaded as it is (it stays its writer's); a state dict is written to
+        a file of this engine's first (tied weights dropped), which it deletes once superseded.
+        """
         check_not_stale(version, self.gate.version)
         if version == self.gate.version:
             return SwapResult(version, False, 0.0, 0)
-        size = check_weights(self._expected, weights, optional=self._tied)
-        path = self._swap_dir / f"v{version}.safetensors"
-        kept = {name: tensor.contiguous() for name, tensor in weights.items() if name not in self._tied}
-        await asyncio.to_thread(save_file, kept, str(path))
-        del kept
+        if isinstance(weights, (str, Path)):
+            path, owned = Path(weights), False
+            check_weights(self._expected, file_shapes(path), optional=self._tied)
+        else:
+            path, owned = self._swap_dir / f"v{version}.safetensors", True
+            check_weights(self._expected, shapes_of(weights), optional=self._tied)
+            kept = {name: tensor.contiguous() for name, tensor in weights.items() if name not in self._tied}
+            await asyncio.to_thread(save_file, kept, str(path))
+            del kept
         start = time.perf_counter()
         async with self.gate.swapping(version) as fresh:
             if fresh:
                 await self.llm.collective_rpc(LOAD_SAFETENSORS, args=(str(path),))
                 await self.llm.reset_prefix_cache()
         if not fresh:  # another swap to this version got there first
-            path.unlink(missing_ok=True)
+            if owned:
+                path.unlink(missing_ok=True)
             return SwapResult(version, False, 0.0, 0)
-        previous, self._weights_file = self._weights_file, path
-        if previous is not None:
-            previous.unlink(missing_ok=True)
-        return SwapResult(version, True, time.perf_counter() - start, size)
+        previous, self._served = self._served, (path, owned)
+        if previous is not None and previous[1]:
+            previous[0].unlink(missing_ok=True)
+        return SwapResult(version, True, time.perf_counter() - start, path.stat().st_size)
 
     async def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, CPU state dict) of the served weights, read from their file (swaps wait)."""
         async with self.gate.generating() as version:
-            if self._weights_file is not None:
-                return version, await asyncio.to_thread(load_file, str(self._weights_file))
-            files = sorted(self.directory.glob("*.safetensors"))
+            files = [self._served[0]] if self._served is not None else sorted(self.directory.glob("*.safetensors"))
             state = {}
             for path in files:
                 state.update(await asyncio.to_thread(load_file, str(path)))

@@ -9,8 +9,9 @@ that just loaded it from the registry may receive the same broadcast).
 `WeightRegistry` is where the newest published version lives. It runs as a Serve
 *deployment-scoped actor* of `PolicyServer` (`deployment_actors`, one per deployment, created and
 health-checked by the Serve controller, deleted with the deployment). After a broadcast swap, the
-first replica to `claim` a version hands the state dict to the registry, which keeps it in its
-own memory (so it outlives the learner that exported it). A replica that starts later
+first replica to `claim` a version hands what it loaded to the registry: the path of the weights
+file (a training run's pushes; the file lives on the run's shared storage) or the state dict
+itself, kept in the registry's memory. A replica that starts later
 (restart, scale-up) calls `latest()` in its constructor, before Serve routes traffic to it.
 If the controller recreates the registry actor, it starts empty; the replicas' health checks
 (`PolicyServer.check_health`) see it behind and republish the newest weights they serve.
@@ -23,8 +24,10 @@ import time
 from collections.abc import Iterator, Mapping, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 
 class StaleVersionError(ValueError):
@@ -41,35 +44,48 @@ class SwapResult:
     bytes: int
 
 
+WeightsSource = Mapping[str, torch.Tensor] | str | Path
+"""What a replica is given to load: a HF-named state dict, or the path of a safetensors file holding one."""
+
+
+def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of the tensors of a safetensors file, read from its header only."""
+    with safe_open(str(path), framework="pt") as file:
+        return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
+
+
+def shapes_of(weights: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of a state dict."""
+    return {name: tuple(tensor.shape) for name, tensor in weights.items()}
+
+
 def check_weights(
-    expected: Mapping[str, tuple[int, ...]], weights: Mapping[str, torch.Tensor], *, optional: Set[str] = frozenset()
-) -> int:
-    """Check `weights` names and shapes against `expected` {name: shape}; returns the total bytes.
+    expected: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]], *, optional: Set[str] = frozenset()
+) -> None:
+    """Check the `given` {name: shape} against the `expected` one; raises ValueError naming the bad keys.
 
     Names in `optional` (weights the model ties to another, e.g. `lm_head.weight` tied to the
     embeddings) may be absent; every other expected name must be present with its shape, and no
-    other name may appear. Raises ValueError naming the bad keys.
+    other name may appear.
     """
-    unexpected = sorted(set(weights) - set(expected))
-    missing = sorted(set(expected) - set(weights) - set(optional))
-    bad_shape = sorted(k for k in set(weights) & set(expected) if tuple(weights[k].shape) != tuple(expected[k]))
+    unexpected = sorted(set(given) - set(expected))
+    missing = sorted(set(expected) - set(given) - set(optional))
+    bad_shape = sorted(k for k in set(given) & set(expected) if tuple(given[k]) != tuple(expected[k]))
     if unexpected or missing or bad_shape:
         raise ValueError(
             f"weights do not fit the served model: unexpected {unexpected[:5]}, missing {missing[:5]}, "
             f"wrong shape {bad_shape[:5]}; export the policy's HF state dict (no value head) of the same model"
         )
-    return sum(t.numel() * t.element_size() for t in weights.values())
 
 
 def check_state_dict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> int:
-    """`check_weights` against `model`'s state dict, its tied parameters optional."""
+    """`check_weights` of `weights` against `model`'s state dict, its tied parameters optional; returns the bytes."""
     expected = model.state_dict()
     owned = {name for name, _ in model.named_parameters(remove_duplicate=True)} | {
         name for name, _ in model.named_buffers()
     }
-    return check_weights(
-        {name: tuple(t.shape) for name, t in expected.items()}, weights, optional=set(expected) - owned
-    )
+    check_weights(shapes_of(expected), shapes_of(weights), optional=set(expected) - owned)
+    return sum(t.numel() * t.element_size() for t in weights.values())
 
 
 class VersionedWeights:
@@ -120,14 +136,15 @@ class VersionedWeights:
 class WeightRegistry:
     """Newest published weights of a deployment (run as a Serve deployment-scoped Ray actor).
 
-    The state dict is kept in this actor's memory: publishing costs one transfer (replica ->
-    registry), and `latest()` serialises it only when a replica starts.
+    It keeps what it was given: where to get the weights (a weights file's path, what a training
+    run pushes: a few bytes) or a state dict (a caller that pushed one, or a replica's republish),
+    which then lives in this actor's memory and is serialised only when a replica starts.
     """
 
     def __init__(self):
         self._version = 0
         self._claimed = 0
-        self._weights: dict | None = None
+        self._weights: WeightsSource | None = None
 
     def claim(self, version: int) -> bool:
         """True for the first replica offering `version` newer than anything claimed: it should `publish`."""
@@ -136,7 +153,7 @@ class WeightRegistry:
         self._claimed = version
         return True
 
-    def publish(self, version: int, weights: dict) -> int:
+    def publish(self, version: int, weights: WeightsSource) -> int:
         """Keep `weights` as the newest version (ignored when not newer); returns the newest version."""
         if version > self._version:
             self._weights, self._version = weights, version
@@ -146,6 +163,6 @@ class WeightRegistry:
         """The newest published version (0 before any publish); cheap to poll."""
         return self._version
 
-    def latest(self) -> tuple[int, dict | None]:
-        """(newest version, its state dict); (0, None) before any publish."""
+    def latest(self) -> tuple[int, WeightsSource | None]:
+        """(newest version, its weights: a path or a state dict); (0, None) before any publish."""
         return self._version, self._weights

@@ -6,7 +6,10 @@ different hands), 64 new tokens, temperature 1, seeded:
 - tokens/s over HTTP at 1 / 8 / 32 / 64 concurrent requests, the two engines alternating A B A B
   (ratios of the medians of ROUNDS rounds; both engines cap a batch at `max_batch_size` = 32);
 - replica start-up (serve.run until ready) and resident memory (replica + vLLM's processes);
-- weight swap with 2 replicas: seconds from `broadcast("load_weights", ...)` until both serve it.
+- weight swap with 2 replicas, a state dict through the object store vs a weights file's path
+  (`cluster/weight_files.py`, what training runs push), alternating: seconds from the weights in
+  the learner's memory until both replicas serve them (object store: `ray.put` + broadcast; file:
+  write + broadcast), and each replica's private memory afterwards.
 
     .venv/bin/python -m pytest tests/bench/bench_engines.py -s -p no:cacheprovider
 """
@@ -22,12 +25,15 @@ import ray
 from ray import serve
 
 import envs  # noqa: F401 (registers the environments)
+from cluster.weight_files import weights_path
+from learner.export import write_weights_file
 from learner.models import load_policy
 from serving.app import build_app
 from serving.config import ServingConfig
 from tests.serve_fixtures import serve_http
 
-MODEL, NEW_TOKENS, ROUNDS = "smollm2-135m", 64, 2
+MODEL, NEW_TOKENS, ROUNDS, SWAP_ROUNDS = "smollm2-135m", 64, 2, 3
+SYNC_WAYS = ["object store", "weights file"]
 CONCURRENCY = [1, 8, 32, 64]
 ENGINES = ["transformers", "vllm"]
 
@@ -65,7 +71,7 @@ async def _burst(url: str, bodies: list[dict]) -> tuple[int, float]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_engines_side_by_side():
+def test_engines_side_by_side(tmp_path):
     messages = _gp_messages(max(CONCURRENCY))
     with serve_http(num_cpus=8) as root:
         startup, memory = {}, {}
@@ -88,19 +94,23 @@ def test_engines_side_by_side():
         for engine in ENGINES:
             serve.delete(f"{engine}-1")
 
-        swaps = {}
+        swaps = {(e, way): [] for e in ENGINES for way in SYNC_WAYS}
+        swap_memory = {}
         state = load_policy(MODEL).model.state_dict()
         for engine in ENGINES:
             _deploy(_config(engine, 2))
             handle = serve.get_app_handle(f"{engine}-2")
-            times = []
-            for version in (1, 2):
-                ref = ray.put(state)
+            for version in range(1, 2 * SWAP_ROUNDS + 1):
+                way = SYNC_WAYS[version % 2]
                 start = time.perf_counter()
-                reports = handle.broadcast("load_weights", ref, version).results()
-                times.append(time.perf_counter() - start)
+                if way == "object store":  # the old sync: a state dict through Ray's object store
+                    weights = ray.put(state)
+                else:  # a training run's sync: rank 0 writes the file, the replicas read it
+                    weights = str(write_weights_file(state, weights_path(tmp_path, version)))
+                reports = handle.broadcast("load_weights", weights, version).results()
+                swaps[engine, way].append(time.perf_counter() - start)
                 assert all(r["swapped"] for r in reports)
-            swaps[engine] = times
+            swap_memory[engine] = [info["private_mb"] for info in handle.broadcast("info").results()]
             serve.delete(f"{engine}-2")
 
     print(f"\nengine benchmark: {MODEL} fp32, GP prompts, {NEW_TOKENS} new tokens, medians of {ROUNDS} A B rounds")
@@ -110,7 +120,8 @@ def test_engines_side_by_side():
         print(f"{concurrency:10d} | {a:18.1f} | {b:10.1f} | {b / a:6.2f}x")
     for engine in ENGINES:
         rss, private = memory[engine]
-        print(
-            f"{engine}: start-up {startup[engine]:.1f} s, RSS {rss:.0f} MB (private {private:.0f} MB), "
-            f"swap with 2 replicas {' / '.join(f'{s:.2f}' for s in swaps[engine])} s"
-        )
+        print(f"{engine}: start-up {startup[engine]:.1f} s, RSS {rss:.0f} MB (private {private:.0f} MB)")
+        for way in SYNC_WAYS:
+            seconds = swaps[engine, way]
+            print(f"  swap, 2 replicas, {way}: median {statistics.median(seconds):.2f} s of {len(seconds)}")
+        print(f"  private MB per replica after the swaps: {', '.join(f'{mb:.0f}' for mb in swap_memory[engine])}")

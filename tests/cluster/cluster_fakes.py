@@ -119,8 +119,8 @@ class FakeLearner:
     def num_parameters(self):
         return 1000
 
-    def export_weights(self):
-        return {"steps": self.steps}
+    def export_weights(self, path):
+        return f"{path}#steps={self.steps}"
 
     def save(self, root):
         """Mimics learner.checkpoint's layout: root/step_N/ and root/latest naming it."""

@@ -1,7 +1,8 @@
 """The picture and navigation tasks end to end on real Ray, Serve and DeepSpeed.
 
 GP-VL with the tiny LLaVA model (card pictures go through the server's and the learner's image processor) and
-V-IRL text with the tiny model. One SFT step, one RL iteration, evaluation of every variant.
+V-IRL text with the tiny model served by vLLM (multi-turn conversations through its prefix cache, weight pushes
+into a live engine). One SFT step, one RL iteration, evaluation of every variant.
 """
 
 import pytest
@@ -24,31 +25,15 @@ SHORT = [
 
 
 @pytest.mark.parametrize(
-    "task, model, variants, metric",
+    "task, model, engine, variants, metric",
     [
-        ("gp-vl", "tiny-vlm", ["id", "rule_ood", "visual_ood"], "card_accuracy"),
-        ("virl-l", "tiny", ["id", "rule_ood"], "step_accuracy"),
+        ("gp-vl", "tiny-vlm", "transformers", ["id", "rule_ood", "visual_ood"], "card_accuracy"),
+        ("virl-l", "tiny", "vllm", ["id", "rule_ood"], "step_accuracy"),
     ],
 )
-def test_task_trains_and_evaluates_every_variant(ray_cluster, tmp_path, task, model, variants, metric):
-    config = load_config(TINY, [*SHORT, f"env.task={task}", f"learner.model={model}", f"serving.model={model}"])
-    session = build_session(config, tmp_path)
-    try:
-        state = session.trainer.run()
-        results = session.trainer.evals[-1].results
-    finally:
-        session.close()
-    assert (state.sft_step, state.iteration, state.policy_version) == (1, 1, 2)
-    sft, rl = [next(r for r in read_metrics(tmp_path) if r["phase"] == phase) for phase in ("sft", "rl")]
-    assert sft["loss/sft"] > 0 and "loss/policy" in rl and rl["rollout/episodes"] == 4
-    assert [r.variant for r in results] == variants
-    assert all(r.episodes == 1 and getattr(r, metric) is not None for r in results)
-    assert (tmp_path / "policy" / "config.json").is_file()
-
-
-def test_gp_trains_and_evaluates_with_the_vllm_engine(ray_cluster, tmp_path):
-    """tiny.yaml with `serving.engine=vllm`: rollouts, weight pushes and evaluation through vLLM."""
-    config = load_config(TINY, [*SHORT, "serving.engine=vllm"])
+def test_task_trains_and_evaluates_every_variant(ray_cluster, tmp_path, task, model, engine, variants, metric):
+    overrides = [f"env.task={task}", f"learner.model={model}", f"serving.model={model}", f"serving.engine={engine}"]
+    config = load_config(TINY, [*SHORT, *overrides])
     session = build_session(config, tmp_path)
     try:
         state = session.trainer.run()
@@ -56,6 +41,10 @@ def test_gp_trains_and_evaluates_with_the_vllm_engine(ray_cluster, tmp_path):
         [info] = serve.get_app_handle(config.serving.app_name).broadcast("info").results()
     finally:
         session.close()
+    assert info["engine"] == engine and info["version"] == state.policy_version
     assert (state.sft_step, state.iteration, state.policy_version) == (1, 1, 2)
-    assert info["engine"] == "vllm" and info["version"] == state.policy_version
-    assert [r.variant for r in results] == ["id", "rule_ood"] and all(r.episodes == 1 for r in results)
+    sft, rl = [next(r for r in read_metrics(tmp_path) if r["phase"] == phase) for phase in ("sft", "rl")]
+    assert sft["loss/sft"] > 0 and "loss/policy" in rl and rl["rollout/episodes"] == 4
+    assert [r.variant for r in results] == variants
+    assert all(r.episodes == 1 and getattr(r, metric) is not None for r in results)
+    assert (tmp_path / "policy" / "config.json").is_file()

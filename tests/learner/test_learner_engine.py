@@ -66,7 +66,7 @@ def test_gradient_checkpointing_gives_the_same_step(tiny, sft_batch):
 
 
 def test_ppo_values_value_loss_whitening_and_health_metrics(tiny, sft_batch):
-    engine = LearnerEngine(LearnerConfig(model="tiny", algo="ppo", lr=3e-3, is_cap=None, whiten_advantages=True))
+    engine = LearnerEngine(LearnerConfig(model="tiny", algo="ppo", lr=1e-3, is_cap=None, whiten_advantages=True))
     with pytest.raises(ValueError, match="return_"):
         engine.rl_step(sft_batch)
     assert len({len(s.output_ids) for s in sft_batch}) == 1  # equal lengths: token mean = row mean
@@ -76,9 +76,9 @@ def test_ppo_values_value_loss_whitening_and_health_metrics(tiny, sft_batch):
     for sample, target, value, advantage in zip(sft_batch, returns, before, [2.0, 0.0, 1.0, 1.0], strict=True):
         sample.return_, sample.value, sample.logprobs = target, value, [0.0] * len(sample.output_ids)
         sample.advantage = advantage
-    history = [engine.rl_step(sft_batch) for _ in range(5)]
-    losses = [m["loss/value"] for m in history]
-    assert losses[-1] < losses[0], losses
+    history = [engine.rl_step(sft_batch) for _ in range(8)]
+    # the value head learns the returns (the clipped loss around the fixed old values barely moves)
+    assert np.mean((np.array(engine.values(sft_batch)) - returns) ** 2) < 0.9 * np.mean((before - returns) ** 2)
     first = history[0]
     # ratio 1 on the first update: policy loss = -mean(A); whitened advantages have mean 0 (else -1)
     assert first["loss/policy"] == pytest.approx(0.0, abs=1e-6)

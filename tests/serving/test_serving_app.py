@@ -18,6 +18,7 @@ from openai import OpenAI
 from PIL import Image
 from ray import serve
 
+from learner.export import write_weights_file
 from learner.models import load_policy
 from serving.app import DEPLOYMENT_NAME, REGISTRY_ACTOR, build_app
 from serving.config import ServingConfig, ServingLimits
@@ -311,14 +312,16 @@ def _replicas(app: App) -> list[dict]:
     ]
 
 
-def test_broadcast_swap_reaches_both_replicas_and_a_restarted_one(tiny):
+def test_broadcast_swap_reaches_both_replicas_and_a_restarted_one(tiny, tmp_path):
+    """A training run's sync: a weights file's path; the registry keeps the path for the restarted replica."""
     before = tiny.handle.generate.remote(PROMPT).result()
     policy = load_policy("tiny")
     shifted = {
         name: tensor + 0.05 * torch_randn_like(tensor, seed=i)
         for i, (name, tensor) in enumerate(policy.model.state_dict().items())
     }
-    reports = tiny.handle.broadcast("load_weights", ray.put(shifted), 5).results()
+    path = str(write_weights_file(shifted, tmp_path / "v00005.safetensors"))
+    reports = tiny.handle.broadcast("load_weights", path, 5).results()
     assert len(reports) == 2 and all(r["version"] == 5 and r["swapped"] for r in reports)
     assert {info["version"] for info in _replicas(tiny)} == {5}
     after = tiny.handle.generate.remote(PROMPT).result()

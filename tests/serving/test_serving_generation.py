@@ -311,3 +311,19 @@ def test_a_failing_request_does_not_fail_its_batch_mates(tiny):
     outcomes = engine._run_batch([_Pending(good, 0.0), _Pending(poison, 0.0)])
     assert outcomes[0].error is None and len(outcomes[0].result.output_ids) == 2
     assert outcomes[1].error is not None and outcomes[1].result is None
+
+
+def test_the_transformers_engine_loads_a_weights_file_and_checks_the_version_first(tmp_path):
+    from learner.export import write_weights_file
+
+    tiny = load_policy("tiny")  # its own copy: the swap changes the model in place
+    engine = TransformersEngine(tiny, _config())
+    request = GenerationRequest([1, 2, 3], 4, temperature=0.0)
+    before = asyncio.run(engine.generate(request)).result.logprobs
+    shifted = {name: t + 0.05 for name, t in tiny.model.state_dict().items()}
+    report = asyncio.run(engine.load_weights(str(write_weights_file(shifted, tmp_path / "v1.safetensors")), 1))
+    after = asyncio.run(engine.generate(request))
+    assert report.swapped and after.version == 1 and after.result.logprobs != before
+    assert not asyncio.run(engine.load_weights(str(tmp_path / "never-read.safetensors"), 1)).swapped
+    with pytest.raises(StaleVersionError):
+        asyncio.run(engine.load_weights(str(tmp_path / "never-read.safetensors"), 0))

@@ -1,12 +1,13 @@
 """The vLLM engine (real vLLM, `tiny` on CPU) keeps the engine contract; the learner scores its samples as it did.
 
-One engine per dtype for the module (start-up ~40 s each), driven from a background event loop as
-the Serve replica drives it. The parity tests feed vLLM's samples to a 1-rank ZeRO-3
+One engine per dtype for the module (both start at once, ~40-50 s), each driven from a background
+event loop as the Serve replica drives it. The parity tests feed vLLM's samples to a 1-rank ZeRO-3
 `LearnerEngine` (gloo), which reports the largest difference between its log-probs and vLLM's as
 `rl/logprob_diff_max`.
 """
 
 import asyncio
+import concurrent.futures
 import threading
 
 import pytest
@@ -16,6 +17,7 @@ from learner.batch import Sample
 from learner.config import LearnerConfig
 from learner.distributed import free_port, init_distributed
 from learner.engine import LearnerEngine
+from learner.export import write_weights_file
 from learner.models import load_policy, load_prompt_codec
 from learner.prompt_encoding import encode_prompt
 from serving.config import ServingConfig
@@ -47,18 +49,26 @@ class Loop:
         self.thread.join(10)
 
 
-def _engine(dtype: str):
+def _start(dtype: str) -> tuple[Loop, concurrent.futures.Future]:
+    """A loop and the future of its engine: engines of both dtypes start at once (start-up is mostly imports)."""
     loop = Loop()
-    runtime = loop.run(start_runtime(ServingConfig(model="tiny", engine="vllm", dtype=dtype), device="cpu"))
-    return loop, runtime.engine
+    config = ServingConfig(model="tiny", engine="vllm", dtype=dtype)
+    return loop, asyncio.run_coroutine_threadsafe(start_runtime(config, device="cpu"), loop.loop)
 
 
 @pytest.fixture(scope="module")
-def fp32():
-    loop, engine = _engine("float32")
-    yield loop, engine
-    engine.shutdown()
-    loop.stop()
+def engines():
+    starting = {dtype: _start(dtype) for dtype in ("float32", "bfloat16")}
+    started = {dtype: (loop, future.result(300).engine) for dtype, (loop, future) in starting.items()}
+    yield started
+    for loop, engine in started.values():
+        engine.shutdown()
+        loop.stop()
+
+
+@pytest.fixture(scope="module")
+def fp32(engines):
+    return engines["float32"]
 
 
 @pytest.fixture(scope="module")
@@ -157,16 +167,12 @@ def test_the_learner_scores_vllm_samples_as_vllm_did(fp32, prompts, group, tempe
     assert metrics["rl/logprob_diff_max"] <= FP32_DIFF_MAX, metrics
 
 
-def test_bf16_parity(prompts, group):
-    loop, engine = _engine("bfloat16")
-    try:
-        learner = _learner("bfloat16")
-        for temperature in TEMPERATURES:
-            metrics = learner.rl_step(_samples(loop, engine, prompts, temperature))
-            assert metrics["rl/logprob_diff_max"] <= BF16_DIFF_MAX, (temperature, metrics)
-    finally:
-        engine.shutdown()
-        loop.stop()
+def test_bf16_parity(engines, prompts, group):
+    loop, engine = engines["bfloat16"]
+    learner = _learner("bfloat16")
+    for temperature in TEMPERATURES:
+        metrics = learner.rl_step(_samples(loop, engine, prompts, temperature))
+        assert metrics["rl/logprob_diff_max"] <= BF16_DIFF_MAX, (temperature, metrics)
 
 
 _LEARNERS = {}
@@ -209,6 +215,19 @@ def test_a_swap_changes_the_outputs_between_requests_never_inside_one(fp32, prom
     snapshot_version, snapshot = loop.run(engine.snapshot())
     assert snapshot_version == version
     torch.testing.assert_close(snapshot["model.norm.weight"], _shifted(0)["model.norm.weight"])
+
+
+def test_a_weights_file_is_loaded_from_where_it_lies(fp32, prompts, tmp_path):
+    loop, engine = fp32
+    probe = GenerationRequest(prompts[0], 8, temperature=0.0)
+    version = engine.version + 1
+    path = write_weights_file(_shifted(7), tmp_path / "v.safetensors")
+    assert loop.run(engine.load_weights(str(path), version)).swapped
+    by_file = _generate(loop, engine, [probe])[0]
+    assert loop.run(engine.load_weights(_shifted(7), version + 1)).swapped  # the same weights as a state dict
+    by_dict = _generate(loop, engine, [probe])[0]
+    assert by_file.version == version and by_file.result.output_ids == by_dict.result.output_ids
+    assert path.exists()  # the writer's file: the engine never deletes it
 
 
 def test_stale_and_malformed_weights_are_refused_and_change_nothing(fp32, prompts):
