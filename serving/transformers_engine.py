@@ -23,7 +23,7 @@ from serving.config import ServingConfig
 from serving.engine import Generated, RuntimeStats
 from serving.generation import GenerationRequest, generate_batch
 from serving.version_gate import check_not_stale
-from serving.weights import SwapResult, VersionedWeights, WeightsSource
+from serving.weights import SwapResult, VersionedWeights, WeightsSource, require_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class TransformersEngine:
             check_not_stale(version, self.weights.version)  # before reading the file
             if version == self.weights.version:
                 return SwapResult(version, False, 0.0, 0)
-            weights = await asyncio.to_thread(load_file, str(weights))
+            weights = await asyncio.to_thread(load_file, str(require_weights_file(weights)))
         return await asyncio.to_thread(self.weights.swap, weights, version)
 
     async def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:

@@ -41,7 +41,14 @@ from serving.limits import RequestError
 from serving.prepare import PolicyLimits
 from serving.version_gate import VersionGate, check_not_stale
 from serving.vllm_worker import EXTENSION, LOAD_SAFETENSORS
-from serving.weights import SwapResult, WeightsSource, check_weights, file_shapes, shapes_of
+from serving.weights import (
+    SwapResult,
+    WeightsSource,
+    check_weights,
+    file_shapes,
+    require_weights_file,
+    shapes_of,
+)
 
 TIED_OUTPUT = "lm_head.weight"
 
@@ -202,7 +209,7 @@ class VllmEngine:
         if version == self.gate.version:
             return SwapResult(version, False, 0.0, 0)
         if isinstance(weights, (str, Path)):
-            path, owned = Path(weights), False
+            path, owned = require_weights_file(weights), False
             check_weights(self._expected, file_shapes(path), optional=self._tied)
         else:
             path, owned = self._swap_dir / f"v{version}.safetensors", True

@@ -48,6 +48,17 @@ WeightsSource = Mapping[str, torch.Tensor] | str | Path
 """What a replica is given to load: a HF-named state dict, or the path of a safetensors file holding one."""
 
 
+def require_weights_file(path: str | Path) -> Path:
+    """`path` as a Path; raises FileNotFoundError naming the fix when this replica cannot see it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file {path} is not visible on this replica's node: the run directory must be on storage "
+            f"every node shares (the PVC in k8s/), or push a state dict instead"
+        )
+    return path
+
+
 def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """{name: shape} of the tensors of a safetensors file, read from its header only."""
     with safe_open(str(path), framework="pt") as file:

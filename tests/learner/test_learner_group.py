@@ -58,7 +58,9 @@ def test_two_ranks_follow_one_rank_and_resume_after_kill(ray_cluster, tmp_path):
     two.shutdown()
 
     assert single[-1] < single[0]
-    assert double == pytest.approx(single, rel=1e-4)
+    # fp32 sums in another order over 2 ranks; the optimizer steps amplify it (measured up to 1.2e-4 at
+    # step 2 with `tiny`); a wrong gradient scale or a lost shard moves the losses by far more
+    assert double == pytest.approx(single, rel=5e-4)
     # AdamW hides a wrong gradient scale from the losses; the pre-clip gradient norm does not
     assert [m["optim/grad_norm"] for m in double_metrics] == pytest.approx(
         [m["optim/grad_norm"] for m in single_metrics[:2]], rel=1e-4

@@ -327,3 +327,5 @@ def test_the_transformers_engine_loads_a_weights_file_and_checks_the_version_fir
     assert not asyncio.run(engine.load_weights(str(tmp_path / "never-read.safetensors"), 1)).swapped
     with pytest.raises(StaleVersionError):
         asyncio.run(engine.load_weights(str(tmp_path / "never-read.safetensors"), 0))
+    with pytest.raises(FileNotFoundError, match="storage every node shares"):
+        asyncio.run(engine.load_weights(str(tmp_path / "elsewhere.safetensors"), 2))
