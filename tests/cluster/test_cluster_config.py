@@ -208,3 +208,11 @@ def test_gpu_rl_configs_run_the_papers_recipe(name):
         assert PAPER_TURNS_PER_UPDATE <= turns <= 1.05 * PAPER_TURNS_PER_UPDATE
     else:
         assert abs(turns / PAPER_TURNS_PER_UPDATE - 1) < 0.05
+
+
+def test_text_tasks_freeze_a_vlms_vision_unless_told():
+    sft = {"algo": "sft"}
+    assert TrainConfig(env={"task": "gp-l"}, learner=sft).learner.freeze_vision is True
+    assert TrainConfig(env={"task": "virl-vl"}, learner=sft).learner.freeze_vision is False
+    assert TrainConfig(env={"task": "gp-l"}, learner={**sft, "freeze_vision": False}).learner.freeze_vision is False
+    assert load_config(CONFIG_DIR / "tiny.yaml", ["learner.freeze_vision=false"]).learner.freeze_vision is False

@@ -184,3 +184,27 @@ def test_mllama_sft_step_lowers_the_loss(mllama, engine):
     samples = [Sample(encode_prompt(mllama, m, ims).input_ids, answer, images=ims) for m, ims in PROMPTS[:2]]
     losses = [sft.sft_step(samples)["loss/sft"] for _ in range(4)]
     assert losses[-1] < losses[0] - 0.5, losses
+
+
+@pytest.mark.integration
+def test_freeze_vision_trains_only_the_language_model_on_text(mllama, engine):
+    from learner.freezing import vision_parameters
+    from learner.partitions import local_partitions
+
+    frozen = LearnerEngine(LearnerConfig(model="tiny-mllama", algo="sft", lr=3e-3, dtype="float32", freeze_vision=True))
+    vision = {id(param) for param in vision_parameters(frozen.module.policy)}
+    names = {name for name, param in frozen.module.policy.named_parameters() if id(param) in vision}
+    assert frozen.n_frozen == sum(param.ds_numel for param in vision_parameters(frozen.module.policy)) > 0
+    assert any(".vision_model." in name for name in names) and any("multi_modal_projector" in name for name in names)
+    assert {int(name.split(".layers.")[1].split(".")[0]) for name in names if ".language_model.layers." in name} == set(
+        frozen.module.policy.config.text_config.cross_attention_layers
+    )
+    optimized = {id(param) for group in frozen.engine.optimizer.fp16_groups for param in group}
+    assert not optimized & vision, "frozen parameters got optimizer state"
+    before = local_partitions(frozen.module.policy)
+    answer = mllama.tokenizer('{"action": "left"}<|im_end|>', add_special_tokens=False)["input_ids"]
+    text_only = [Sample(encode_prompt(mllama, [{"role": "user", "content": "Turn?"}]).input_ids, answer)] * 2
+    frozen.sft_step(text_only)
+    after = local_partitions(frozen.module.policy)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and not changed & names, "a frozen parameter moved, or nothing trained"
