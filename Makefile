@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench gpu-check clean
 
 install: $(STAMP)
 
@@ -35,6 +35,12 @@ demo: install
 
 bench: install
 	$(PY) -m pytest tests/bench -s -p no:cacheprovider
+
+# The GPU check (tests/gpu/check.py): bf16 learner steps, server/learner log-prob parity, generation
+# tokens/s, weight swaps and peak memory on one CUDA device, as one table (also $OUT/gpu_check.json,md).
+# Not `install`: a GPU machine has its own Python with CUDA torch (make gpu-check PYTHON=/path/to/python3).
+gpu-check:
+	$(PYTHON) -m tests.gpu.check
 
 clean:
 	rm -rf $(VENV) .pytest_cache
