@@ -95,6 +95,12 @@ class LearnerConfig(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward (less memory per micro-batch, ~30% more compute)."
     )
+    torch_threads: int | None = Field(
+        None,
+        gt=0,
+        description="torch intra-op threads per rank; None = the node's cores shared by the learner ranks on it "
+        "(phases alternate: the learner owns the node while it learns).",
+    )
     micro_batch_tokens: int = Field(
         4096,
         ge=1,

@@ -40,6 +40,7 @@ from learner.run_dir import (
     marker_problem,
     write_run_dir_marker,
 )
+from learner.threads import phase_threads, use_threads
 
 
 class LearnerRank:
@@ -59,8 +60,13 @@ class LearnerRank:
         """Does this rank share the run directory: its node, and why it cannot read `marker` (None: it can)."""
         return RankSighting(node_ip(), marker_problem(marker))
 
-    def setup(self, master_addr: str, master_port: int) -> None:
-        """Join the process group and build the engine (loads the model, initialises ZeRO-3)."""
+    def setup(self, master_addr: str, master_port: int, *, ranks_on_node: int = 1) -> None:
+        """Join the process group and build the engine (loads the model, initialises ZeRO-3).
+
+        The rank runs on `config.torch_threads` threads, else on its share of the node's cores
+        among the `ranks_on_node` ranks there (`learner.threads`).
+        """
+        use_threads(phase_threads(self.config.torch_threads, ranks_on_node))
         init_distributed(self.rank, self.world_size, master_addr=master_addr, master_port=master_port)
         self.engine = LearnerEngine(self.config)
 
@@ -166,8 +172,14 @@ class LearnerGroup:
         ]
         if run_dir is not None:
             self._check_run_dir(write_run_dir_marker(run_dir))
+        hosts = [host for host, _ in ray.get([actor.master_address.remote() for actor in self.actors])]
         address, port = ray.get(self.actors[0].master_address.remote())
-        ray.get([a.setup.remote(address, port) for a in self.actors])
+        ray.get(
+            [
+                a.setup.remote(address, port, ranks_on_node=hosts.count(host))
+                for a, host in zip(self.actors, hosts, strict=True)
+            ]
+        )
 
     def _check_run_dir(self, marker: RunDirMarker) -> None:
         """Every rank reads `marker`, or the group shuts down and raises RunDirNotSharedError."""

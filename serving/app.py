@@ -37,6 +37,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig, DeploymentActorConfig
 
+from learner.threads import phase_threads, use_threads
 from serving.config import ServingConfig, hide_unreserved_gpus
 from serving.limits import RequestError, check_at_most
 from serving.memory import release_freed_memory
@@ -156,12 +157,9 @@ class PolicyServer:
         # ray_actor_options override): with none, CUDA is hidden before torch first queries it.
         reserved_gpus = len(ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
         hide_unreserved_gpus(reserved_gpus)
-        import torch
+        from serving.runtime import start_runtime  # imports torch: after CUDA is hidden
 
-        from serving.runtime import start_runtime
-
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
+        use_threads(phase_threads(config.torch_threads, config.num_replicas))
         self.config = config
         self.model_name = config.model
         self.device = config.resolved_device(reserved_gpus=reserved_gpus)

@@ -110,7 +110,11 @@ class ServingConfig(BaseModel):
         description="Custom Ray resources per replica, e.g. {policy: 1} to land on KubeRay's policy group.",
     )
     torch_threads: int | None = Field(
-        None, gt=0, description="torch intra-op threads per replica; None keeps torch's default."
+        None,
+        gt=0,
+        description="torch intra-op threads per replica; None = the node's cores shared by num_replicas "
+        "(phases alternate: the replicas own the node while they generate). vLLM's CPU worker binds "
+        "vllm.cpu_threads_bind instead.",
     )
     # --- batching ---
     max_batch_size: int = Field(32, gt=0, description="Most requests generated together in one batch.")
