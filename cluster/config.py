@@ -141,6 +141,12 @@ class RolloutConfig(_Strict):
     probe_timeout_s: float = Field(
         60.0, gt=0.0, description="How long to wait for a crashed actor that Ray restarts before replacing it."
     )
+    collect_timeout_s: float = Field(
+        1800.0,
+        gt=0.0,
+        description="Longest a collection waits for an actor's share; a later share is dropped and counted, "
+        "and its actor probed or replaced (an actor whose node died waits for a node that may never come).",
+    )
 
     @model_validator(mode="after")
     def _whole_groups(self) -> RolloutConfig:

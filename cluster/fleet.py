@@ -5,7 +5,10 @@ to it fails with a Ray error. Actors are created with `max_restarts`, so Ray bri
 back; before each collection the fleet pings the unhealthy ones (`probe_unhealthy_actors`) and
 replaces those that do not answer within `probe_timeout_s` with fresh actors. A crashed actor's
 unfinished episodes are dropped and counted (`CollectResult.dropped`); the iteration completes
-with the rest. An application error inside `run_episodes` (a bug, not a crash) is re-raised.
+with the rest. So are the episodes of an actor that has not answered within `collect_timeout_s`
+(its node died and Ray waits to restart it on a node that may never come): it is marked
+unhealthy, so the next collection probes or replaces it. An application error inside
+`run_episodes` (a bug, not a crash) is re-raised.
 
     fleet = RolloutFleet.launch(env_config, policy_handle, rollout_config)
     result = fleet.collect(requests, sampling)
@@ -39,12 +42,15 @@ class CollectResult:
 class RolloutFleet:
     """Fans episode requests out over the actors and gathers the episodes back."""
 
-    def __init__(self, make_actor: Callable[[], Any], n_actors: int, *, probe_timeout_s: float):
+    def __init__(
+        self, make_actor: Callable[[], Any], n_actors: int, *, probe_timeout_s: float, collect_timeout_s: float
+    ):
         self._make_actor = make_actor
         self._manager = FaultTolerantActorManager(
             [make_actor() for _ in range(n_actors)], max_remote_requests_in_flight_per_actor=1
         )
         self._probe_timeout_s = probe_timeout_s
+        self._collect_timeout_s = collect_timeout_s
 
     @classmethod
     def launch(
@@ -58,7 +64,12 @@ class RolloutFleet:
         def make_actor() -> Any:
             return remote_cls.remote(env_config, policy, envs_per_actor=config.envs_per_actor)
 
-        return cls(make_actor, config.n_actors, probe_timeout_s=config.probe_timeout_s)
+        return cls(
+            make_actor,
+            config.n_actors,
+            probe_timeout_s=config.probe_timeout_s,
+            collect_timeout_s=config.collect_timeout_s,
+        )
 
     @property
     def num_healthy(self) -> int:
@@ -76,11 +87,18 @@ class RolloutFleet:
             "run_episodes",
             kwargs=[{"requests": share, "sampling": sampling} for share in shares],
             remote_actor_ids=actor_ids,
+            timeout_seconds=self._collect_timeout_s,
         )
         share_of = dict(zip(actor_ids, shares, strict=True))
         episodes: list[Episode] = []
         walls: list[float] = []
         env_s, dropped, failed = 0.0, 0, 0
+        answered = {result.actor_id for result in results}
+        for actor_id in actor_ids:
+            if actor_id not in answered:  # past the deadline: its share is lost, probe or replace it next time
+                self._manager.set_actor_state(actor_id, healthy=False)
+                dropped += len(share_of[actor_id])
+                failed += 1
         for result in results:
             if result.ok:
                 batch = result.get()

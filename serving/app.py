@@ -59,6 +59,7 @@ logger = logging.getLogger("ray.serve")
 DEPLOYMENT_NAME = "PolicyServer"
 REGISTRY_ACTOR = "weights"
 REGISTRY_TIMEOUT_S = 5.0
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # what Ray's head node advertises (ray._common.constants)
 CONTROL_SLOTS = 16  # requests a replica accepts beyond the generate queue (health, info, swaps)
 
 # FastAPI's own /docs and /openapi.json would be routes outside the API key's reach: PolicyServer
@@ -347,7 +348,11 @@ def build_app(config: ServingConfig) -> Application:
         backpressure_config=BackpressureConfig(retry_after_s=config.limits.retry_after_s),
         deployment_actors=[
             DeploymentActorConfig(
-                name=REGISTRY_ACTOR, actor_class=ray.remote(WeightRegistry), actor_options={"num_cpus": 0}
+                name=REGISTRY_ACTOR,
+                actor_class=ray.remote(WeightRegistry),
+                # on the head node: a registry lost with a policy node would come back empty, and the
+                # replicas that replace that node's would serve the base weights
+                actor_options={"num_cpus": 0, "resources": {HEAD_NODE_RESOURCE: 0.001}},
             )
         ],
     )

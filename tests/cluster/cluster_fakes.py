@@ -215,3 +215,19 @@ def crash_once_worker_cls(marker, base: type) -> type:
             os._exit(1)
 
     return CrashOnce
+
+
+def hang_once_worker_cls(marker, base: type) -> type:
+    """`base` whose first `run_episodes` call (fleet-wide, via the marker file) never answers."""
+    import asyncio
+    import os
+
+    class HangOnce(base):
+        async def run_episodes(self, requests, sampling):
+            try:
+                os.unlink(marker)  # exactly one actor wins: that one hangs like an actor on a lost node
+            except FileNotFoundError:
+                return await super().run_episodes(requests, sampling)
+            await asyncio.sleep(3600)
+
+    return HangOnce

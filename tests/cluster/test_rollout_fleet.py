@@ -3,7 +3,7 @@
 import cluster_fakes
 import pytest
 import ray
-from cluster_fakes import FakePolicy, crash_once_worker_cls, fake_env_worker_cls
+from cluster_fakes import FakePolicy, crash_once_worker_cls, fake_env_worker_cls, hang_once_worker_cls
 
 from cluster.config import EnvConfig, RolloutConfig, SamplingConfig
 from cluster.fleet import RolloutFleet, split_by_group
@@ -33,7 +33,7 @@ def ray_cluster():
     ray.shutdown()
 
 
-def _fleet(worker_cls, n_actors=2, probe_timeout_s=30.0):
+def _fleet(worker_cls, n_actors=2, probe_timeout_s=30.0, collect_timeout_s=1800.0):
     config = RolloutConfig(
         n_actors=n_actors,
         envs_per_actor=2,
@@ -41,6 +41,7 @@ def _fleet(worker_cls, n_actors=2, probe_timeout_s=30.0):
         group_size=2,
         num_cpus_per_actor=0.1,
         probe_timeout_s=probe_timeout_s,
+        collect_timeout_s=collect_timeout_s,
     )
     return RolloutFleet.launch(EnvConfig(task="gp-l"), FakePolicy(version=1), config, worker_cls=worker_cls)
 
@@ -70,6 +71,22 @@ def test_crashed_actor_drops_its_share_and_is_replaced(ray_cluster, tmp_path):
         again = fleet.collect(_requests(4), SamplingConfig())
         assert (again.dropped, len(again.episodes)) == (0, 8)
         assert fleet.num_healthy == 2
+    finally:
+        fleet.shutdown()
+
+
+@pytest.mark.integration
+def test_a_share_past_the_deadline_is_dropped_and_the_run_goes_on(ray_cluster, tmp_path):
+    marker = tmp_path / "hang-once"
+    marker.write_text("")
+    fleet = _fleet(hang_once_worker_cls(str(marker), fake_env_worker_cls()), collect_timeout_s=5.0)
+    try:
+        result = fleet.collect(_requests(4), SamplingConfig())
+        # One of two actors never answered (its node lost): its two groups are dropped at the deadline.
+        assert (result.dropped, result.failed_actors, len(result.episodes)) == (4, 1, 4)
+        assert fleet.num_healthy == 1
+        again = fleet.collect(_requests(4), SamplingConfig())  # probed: it answers pings, so it is back
+        assert (again.dropped, len(again.episodes)) == (0, 8)
     finally:
         fleet.shutdown()
 
