@@ -83,7 +83,10 @@ COMMANDS = bash_commands(README)
 SFTRL = [c for c in COMMANDS if c.argv[0] == "sftrl"]
 MODULES = [c for c in COMMANDS if c.argv[:2] == ("python", "-m")]
 SERVE_RUN = [c for c in COMMANDS if c.argv[:2] == ("serve", "run")]
-CHECKED = {*SFTRL, *MODULES, *SERVE_RUN} | {c for c in COMMANDS if c.argv[0] == "make" or c.argv[:2] == ("ray", "job")}
+PYTESTS = [c for c in COMMANDS if "pytest" in c.argv and "-m" in c.argv[: c.argv.index("pytest")]]
+CHECKED = {*SFTRL, *MODULES, *SERVE_RUN, *PYTESTS} | {
+    c for c in COMMANDS if c.argv[0] == "make" or c.argv[:2] == ("ray", "job")
+}
 CLI = typer.main.get_command(app)
 runner = CliRunner()
 
@@ -201,3 +204,16 @@ def test_make_targets_named_in_the_readme_exist():
     targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.MULTILINE))
     assert named, "the README names no make target"
     assert named <= targets, f"README names make targets the Makefile lacks: {sorted(named - targets)}"
+
+
+@pytest.mark.parametrize("command", PYTESTS, ids=_ids(PYTESTS))
+def test_pytest_commands_name_existing_tests_and_registered_markers(command):
+    root = Path(__file__).parents[1]
+    args = list(command.argv[command.argv.index("pytest") + 1 :])
+    paths = [arg for arg in args if arg.startswith("tests/")]
+    assert paths and all((root / path).exists() for path in paths), f"{command}: a test path does not exist"
+    if "-m" in args:
+        marker = args[args.index("-m") + 1]
+        assert f'"{marker}: ' in (root / "pyproject.toml").read_text(), (
+            f"{command}: marker {marker!r} is not registered"
+        )
