@@ -172,8 +172,9 @@ class LearnerGroup:
         ]
         if run_dir is not None:
             self._check_run_dir(write_run_dir_marker(run_dir))
-        hosts = [host for host, _ in ray.get([actor.master_address.remote() for actor in self.actors])]
-        address, port = ray.get(self.actors[0].master_address.remote())
+        addresses = ray.get([actor.master_address.remote() for actor in self.actors])
+        hosts = [host for host, _ in addresses]
+        address, port = addresses[0]  # rank 0's host and a port free on it: MASTER_ADDR/PORT
         ray.get(
             [
                 a.setup.remote(address, port, ranks_on_node=hosts.count(host))
