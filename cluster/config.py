@@ -171,6 +171,22 @@ class RolloutConfig(_Strict):
         return self
 
 
+class WeightSyncConfig(_Strict):
+    """How new weights reach the policy replicas after each learner update (cluster/weight_sync.py)."""
+
+    transport: Literal["broadcast", "file"] = Field(
+        "broadcast",
+        description="broadcast: learner rank 0 streams buckets to every replica over a gloo group of its own "
+        "(and writes the file for replicas that start later); file: rank 0 writes the file, every replica reads it.",
+    )
+    bucket_mb: float = Field(
+        64.0, gt=0.0, description="Most MiB one broadcast bucket holds (memory per side: about two buckets)."
+    )
+    timeout_s: float = Field(
+        120.0, gt=0.0, description="Longest a broadcast waits for a member; then the sync falls back to the file."
+    )
+
+
 class EvalConfig(_Strict):
     """Held-out evaluation on every variant of the task (EVAL_SEEDS; env.split='eval' tasks unless split=none)."""
 
@@ -260,6 +276,9 @@ class TrainConfig(_Strict):
     advantage: AdvantageConfig = Field(default_factory=AdvantageConfig, description="Rewards -> advantages.")
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="The ZeRO-3 learner (learner/config.py).")
     serving: ServingConfig = Field(default_factory=ServingConfig, description="The policy server (serving/config.py).")
+    weight_sync: WeightSyncConfig = Field(
+        default_factory=WeightSyncConfig, description="How new weights reach the replicas after each update."
+    )
 
     @model_validator(mode="before")
     @classmethod

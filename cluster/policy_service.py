@@ -3,6 +3,7 @@
     policy = PolicyService.start(config.serving)     # serve.run(serving.app.build_app(...))
     reply = await policy.handle.generate.remote({"messages": [...]})   # rollout actors
     policy.push(learner.export_weights(path), version)   # every replica loads the file, swaps atomically
+    policy.receive(plan, path, version).result()        # or joins a learner's broadcast (cluster/weight_sync.py)
 
 Versions only go up (serving contract); `push` is the weight-sync step of design.md ("Data flow",
 step 6) and is what `time/weight_sync_s` measures.
@@ -11,6 +12,7 @@ step 6) and is what `time/weight_sync_s` measures.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,29 @@ class PolicyService:
         published the version for replicas that start later); returns each replica's swap report.
         """
         return self.handle.broadcast("load_weights", weights, version).results()
+
+    def replica_count(self) -> int:
+        """How many replicas a broadcast reaches now."""
+        return len(self.handle.broadcast("replica_id").results())
+
+    def receive(self, plan: Any, path: str, version: int) -> Future:
+        """Start every replica receiving the weight broadcast `plan` as `version`; the future's result: their reports.
+
+        `path` is the file learner rank 0 writes the same weights to, kept by the registry for
+        replicas that start later (`serving.app.PolicyServer.receive_weights`). A broadcast is
+        only sent once its results are asked for, so a thread asks while the caller sends.
+        """
+        reply = self.handle.broadcast("receive_weights", plan, path, version)
+        future: Future = Future()
+
+        def wait() -> None:
+            try:
+                future.set_result(reply.results())
+            except BaseException as error:  # noqa: BLE001 (handed to the caller through the future)
+                future.set_exception(error)
+
+        threading.Thread(target=wait, name=f"receive-weights-v{version}", daemon=True).start()
+        return future
 
     def shutdown(self) -> None:
         """Delete the application (Serve itself keeps running for others)."""

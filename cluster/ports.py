@@ -39,6 +39,12 @@ class LearnerPort(Protocol):
     def export_weights(self, path: str) -> str:
         """Write the policy's full weights to the safetensors file `path` (for `PolicyPort.push`); returns it."""
 
+    def open_weight_stream(self, receivers: int, version: int, bucket_bytes: int, timeout_s: float) -> Any:
+        """Open a weight broadcast of `version` to `receivers` replicas; returns its plan (a `StreamPlan`)."""
+
+    def stream_weights(self, plan: Any, path: str) -> str:
+        """Send the weights by `plan` (the replicas receive at the same time) and write them to `path`; returns it."""
+
     def export_hf(self, out_dir: str) -> str:
         """Write the policy as a Hugging Face model directory; returns its path."""
 
@@ -56,6 +62,15 @@ class PolicyPort(Protocol):
         """Make every replica serve `weights` (a weights file's path) as `version` (versions only go up).
 
         Returns one swap report per replica.
+        """
+
+    def replica_count(self) -> int:
+        """How many replicas a broadcast reaches now."""
+
+    def receive(self, plan: Any, path: str, version: int) -> Any:
+        """Start every replica receiving the weight broadcast `plan` as `version` (`path`: the same weights as a file).
+
+        Returns at once, a `concurrent.futures.Future` of one swap report per replica.
         """
 
 

@@ -9,8 +9,8 @@ One RL iteration (design.md, "Data flow of one RL iteration"):
     collect   the fleet plays `episodes_per_iteration` episodes on fresh training seeds
     batch     episodes -> samples (GRPO: group-normalised; PPO: GAE over turns with learner values)
     learn     learner.rl_step(samples): ZeRO-3 optimizer steps
-    sync      learner.export_weights(RUN_DIR/weights/vN.safetensors) -> policy.push(path, N): every
-              replica loads the file and swaps (cluster/weight_files.py)
+    sync      learner rank 0 broadcasts the weights to every replica, writing them to
+              RUN_DIR/weights/vN.safetensors as they go (cluster/weight_sync.py)
     log       metrics.jsonl + TensorBoard; evaluation every N iterations; a checkpoint every M
 
 The trainer's own state (`TrainState`: SFT steps done, RL iterations done, phase, policy version)
@@ -49,6 +49,7 @@ from cluster.ports import FleetPort, LearnerPort, PolicyPort
 from cluster.progress import RunProgress
 from cluster.rollout import SEED_SPACE, EpisodeRequest
 from cluster.weight_files import prune_weight_files, weights_path
+from cluster.weight_sync import sync_weights
 from envs.seeds import TRAIN_SEEDS
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ class Trainer:
         """Every evaluation of this process, in order."""
         self._progress: RunProgress | None = None
         self._n_parameters: int | None = None
+        self._sync_fallbacks = 0  # weight syncs whose broadcast failed and went through the file
 
     def run(self, *, resume: bool = False) -> TrainState:
         """Evaluation of the start (eval.before_training), SFT phase, RL iterations, final evaluation.
@@ -249,6 +251,7 @@ class Trainer:
             **timings,
             "rollout/samples": float(len(samples)),
             "rollout/dropped_total": float(self.state.dropped_episodes),
+            "sync/fallbacks_total": float(self._sync_fallbacks),
         }
         self._log(metrics, step=self.state.iteration, phase="rl")
         self._say(
@@ -347,8 +350,9 @@ class Trainer:
 
     def _sync_weights(self) -> None:
         version = self.state.policy_version
-        path = self.learner.export_weights(str(weights_path(self.run_dir, version)))
-        self.policy.push(path, version)
+        path = weights_path(self.run_dir, version)
+        used = sync_weights(self.learner, self.policy, path=path, version=version, config=self.config.weight_sync)
+        self._sync_fallbacks += used != self.config.weight_sync.transport
         prune_weight_files(self.run_dir)
 
 

@@ -11,11 +11,20 @@ tied weights sharing one tensor.
 tokenizer/processor: a directory that `from_pretrained`, `learner.models.load_policy(path)` and
 `sftrl serve --checkpoint` load. `write_weights_file` writes it alone, as the file a weight sync
 hands the policy servers.
+
+A broadcast weight sync (`learner.weight_stream`) never holds the whole state dict:
+`iter_policy_tensors` yields one gathered module at a time in `policy_tensor_specs` order, and
+`StreamedWeightsFile` writes the same bytes, bucket by bucket, as the safetensors file that
+replicas started later load.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,39 +32,78 @@ from safetensors.torch import save_file
 from torch import nn
 
 from learner.value_head import POLICY_PREFIX
+from learner.weight_stream import TensorSpec, spec_of
+
+
+def _policy_modules(module: nn.Module) -> Iterator[tuple[str, dict[str, nn.Parameter], dict[str, torch.Tensor]]]:
+    """(HF name prefix, own parameters, own persistent buffers) of each policy module, in a fixed order."""
+    for module_name, sub in module.named_modules():
+        if not (module_name + ".").startswith(POLICY_PREFIX):
+            continue
+        prefix = f"{module_name}."[len(POLICY_PREFIX) :]
+        buffers = {
+            name: buffer
+            for name, buffer in sub.named_buffers(recurse=False)
+            if name not in sub._non_persistent_buffers_set
+        }
+        yield prefix, dict(sub.named_parameters(recurse=False)), buffers
 
 
 def gather_policy_state_dict(module: nn.Module, *, rank: int) -> dict[str, torch.Tensor] | None:
     """Rank 0: {HF name: CPU tensor} of the policy; other ranks: None. Collective."""
     state: dict[str, torch.Tensor] = {}
     copies: dict[int, torch.Tensor] = {}  # id(param) -> CPU copy, so tied weights share one
-    for module_name, sub in module.named_modules():
-        if not (module_name + ".").startswith(POLICY_PREFIX):
-            continue
-        prefix = f"{module_name}."
-        params = dict(sub.named_parameters(recurse=False))
+    for prefix, params, buffers in _policy_modules(module):
         if params:
-            _copy_gathered(params, prefix, state=state, copies=copies, rank=rank)
+            with _gathered(params):
+                if rank == 0:
+                    for name, param in params.items():
+                        if id(param) not in copies:
+                            copies[id(param)] = param.detach().to("cpu", copy=True)
+                        state[prefix + name] = copies[id(param)]
         if rank == 0:
-            for name, buffer in sub.named_buffers(recurse=False):
-                if name not in sub._non_persistent_buffers_set:
-                    state[prefix + name] = buffer.detach().to("cpu", copy=True)
-    if rank != 0:
-        return None
-    return {name[len(POLICY_PREFIX) :]: tensor for name, tensor in state.items()}
+            state.update({prefix + name: buffer.detach().to("cpu", copy=True) for name, buffer in buffers.items()})
+    return state if rank == 0 else None
 
 
-def _copy_gathered(params: dict[str, nn.Parameter], prefix: str, *, state: dict, copies: dict, rank: int) -> None:
+def policy_tensor_specs(module: nn.Module) -> list[TensorSpec]:
+    """What `iter_policy_tensors` yields, read without gathering: each tensor once, full shapes."""
+    specs, seen = [], set()
+    for prefix, params, buffers in _policy_modules(module):
+        for name, tensor in {**params, **buffers}.items():
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                specs.append(spec_of(prefix + name, tensor.dtype, getattr(tensor, "ds_shape", tensor.shape)))
+    return specs
+
+
+def iter_policy_tensors(module: nn.Module, *, rank: int) -> Iterator[tuple[str, torch.Tensor]]:
+    """Rank 0: (HF name, full tensor) of the policy, in `policy_tensor_specs` order; other ranks: nothing.
+
+    Each tensor comes once (tied weights under their first name). Collective: every rank must
+    exhaust it. One module's parameters are gathered at a time; a yielded tensor is valid until the next one
+    is asked for (copy it to keep it).
+    """
+    seen: set[int] = set()
+    for prefix, params, buffers in _policy_modules(module):
+        with _gathered(params):
+            if rank == 0:
+                for name, tensor in {**params, **buffers}.items():
+                    if id(tensor) not in seen:
+                        seen.add(id(tensor))
+                        yield prefix + name, tensor.detach()
+
+
+@contextmanager
+def _gathered(params: dict[str, nn.Parameter]) -> Iterator[None]:
+    """Gather `params`' ZeRO-3 shards onto every rank (collective); freed again on exit."""
+    if not params:
+        yield
+        return
     import deepspeed
 
-    # gather this module's shards onto every rank (collective); they are freed again on exit,
-    # so at most one module's full parameters are materialised at a time
     with deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=None):
-        if rank == 0:
-            for name, param in params.items():
-                if id(param) not in copies:
-                    copies[id(param)] = param.detach().to("cpu", copy=True)
-                state[prefix + name] = copies[id(param)]
+        yield
 
 
 def export_hf(
@@ -106,3 +154,49 @@ def write_weights_file(state_dict: dict[str, torch.Tensor], path: str | Path) ->
     save_file(_untied(state_dict), str(partial), metadata={"format": "pt"})
     os.replace(partial, path)
     return path
+
+
+SAFETENSORS_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}  # fmt: skip
+
+
+class StreamedWeightsFile:
+    """A safetensors file written from its tensors' bytes as they arrive, in `specs` order (rank 0 only).
+
+    The header (names, dtypes, shapes, offsets) is written first, from the specs; `write` appends
+    raw bytes; `commit` renames the finished file into place (a reader never sees it half-written).
+    """
+
+    def __init__(self, path: str | Path, specs: list[TensorSpec]):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = self.path.with_name(f".{self.path.name}.partial")
+        header, offset = {"__metadata__": {"format": "pt"}}, 0
+        for spec in specs:
+            header[spec.name] = {
+                "dtype": SAFETENSORS_DTYPES[spec.dtype],
+                "shape": list(spec.shape),
+                "data_offsets": [offset, offset + spec.nbytes],
+            }
+            offset += spec.nbytes
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+        self._expected, self._written = offset, 0
+        self._file = open(self._partial, "wb")  # noqa: SIM115 (closed by commit)
+        self._file.write(struct.pack("<Q", len(encoded)) + encoded)
+
+    def write(self, data: torch.Tensor) -> None:
+        """Append the bytes of the uint8 CPU tensor `data` (the next tensors' data, in spec order)."""
+        self._file.write(memoryview(data.numpy()))
+        self._written += data.numel()
+
+    def commit(self) -> Path:
+        """Close the file and move it into place; raises ValueError when it holds fewer or more bytes than planned."""
+        self._file.close()
+        if self._written != self._expected:
+            self._partial.unlink(missing_ok=True)
+            raise ValueError(f"weights file {self.path}: wrote {self._written} data bytes, planned {self._expected}")
+        os.replace(self._partial, self.path)
+        return self.path

@@ -30,7 +30,14 @@ from learner.checkpoint import ClientState, load_checkpoint, save_checkpoint
 from learner.config import LearnerConfig
 from learner.distributed import free_port, init_distributed, node_ip
 from learner.engine import LearnerEngine
-from learner.export import export_hf, gather_policy_state_dict, write_weights_file
+from learner.export import (
+    StreamedWeightsFile,
+    export_hf,
+    gather_policy_state_dict,
+    iter_policy_tensors,
+    policy_tensor_specs,
+    write_weights_file,
+)
 from learner.run_dir import (
     RankSighting,
     RunDirMarker,
@@ -41,6 +48,7 @@ from learner.run_dir import (
     write_run_dir_marker,
 )
 from learner.threads import phase_threads, use_threads
+from learner.weight_stream import StreamPlan, open_store, send
 
 
 class LearnerRank:
@@ -51,6 +59,7 @@ class LearnerRank:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         self.rank, self.world_size, self.config = rank, world_size, config
         self.engine: LearnerEngine | None = None
+        self._stream_store = None  # rank 0, between open_weight_stream and stream_weights
 
     def master_address(self) -> tuple[str, int]:
         """(address, free port) of this rank's host, for MASTER_ADDR/PORT (asked of rank 0)."""
@@ -94,6 +103,41 @@ class LearnerRank:
         """Rank 0 writes the policy's weights (HF names) to the safetensors file `path` and returns it; others None."""
         state = gather_policy_state_dict(self.engine.module, rank=self.rank)
         return None if state is None else str(write_weights_file(state, path))
+
+    def open_weight_stream(self, *, receivers: int, version: int, bucket_bytes: int, timeout_s: float) -> StreamPlan:
+        """Rank 0: host the rendezvous store of a weight sync to `receivers` replicas; returns its plan."""
+        address = node_ip()
+        self._stream_store = open_store(address, timeout_s=timeout_s)
+        return StreamPlan(
+            address=address,
+            port=self._stream_store.port,
+            world_size=receivers + 1,
+            version=version,
+            tensors=tuple(policy_tensor_specs(self.engine.module)),
+            bucket_bytes=bucket_bytes,
+            timeout_s=timeout_s,
+        )
+
+    def stream_weights(self, plan: StreamPlan, path: str) -> str | None:
+        """Broadcast the policy's weights by `plan` (rank 0 sends and writes them to the file `path`); collective.
+
+        Rank 0 returns `path` once every bucket has left; other ranks only join the gathers (None).
+        """
+        tensors = iter_policy_tensors(self.engine.module, rank=self.rank)
+        if self.rank != 0:
+            for _ in tensors:
+                pass
+            return None
+        store, self._stream_store = self._stream_store, None
+        file = StreamedWeightsFile(path, list(plan.tensors))
+
+        def write(buffer, last: bool) -> None:
+            file.write(buffer)
+            if last:
+                file.commit()
+
+        send(plan, tensors, store=store, on_bucket=write)
+        return str(file.path)
 
     def export_hf(self, out_dir: str) -> str | None:
         """Write a HF model directory from rank 0 (see learner.export); returns it on rank 0."""
@@ -236,6 +280,23 @@ class LearnerGroup:
         `path` must be on storage the policy servers read (the run directory, shared across nodes).
         """
         return self._all("export_weights", absolute(path))[0]
+
+    def open_weight_stream(self, receivers: int, version: int, bucket_bytes: int, timeout_s: float) -> StreamPlan:
+        """Open a broadcast weight sync of `version` to `receivers` replicas (`learner.weight_stream`); its plan."""
+        import ray
+
+        return ray.get(
+            self.actors[0].open_weight_stream.remote(
+                receivers=receivers, version=version, bucket_bytes=bucket_bytes, timeout_s=timeout_s
+            )
+        )
+
+    def stream_weights(self, plan: StreamPlan, path: str | Path) -> str:
+        """Send the policy's weights by `plan` while the replicas receive them; rank 0 also writes them to `path`.
+
+        Blocks until the last bucket left; returns `path` (on storage every replica reads).
+        """
+        return self._all("stream_weights", plan, absolute(path))[0]
 
     def export_hf(self, out_dir: str | Path) -> str:
         """Write a HF model directory (safetensors, config, tokenizer) and return its path."""

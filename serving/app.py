@@ -11,6 +11,7 @@ HTTP routes (every one but /healthz needs `Authorization: Bearer $SFTRL_API_KEY`
 Handle methods (in-cluster callers; never exposed over HTTP):
     await handle.generate.remote(request: dict) -> dict        same body/reply as /v1/generate
     handle.broadcast("load_weights", path_or_ref, version)     atomic, versions only go up
+    handle.broadcast("receive_weights", plan, path, version)   the same, from a learner's weight broadcast
 
 The newest published weights live in a `WeightRegistry` deployment-scoped actor (see
 `serving/weights.py`); a replica loads them in its constructor, before Serve sends it traffic.
@@ -38,6 +39,7 @@ from ray.serve import Application
 from ray.serve.config import BackpressureConfig, DeploymentActorConfig
 
 from learner.threads import phase_threads, use_threads
+from learner.weight_stream import StreamPlan
 from serving.config import ServingConfig, hide_unreserved_gpus
 from serving.limits import RequestError, check_at_most
 from serving.memory import release_freed_memory
@@ -53,7 +55,7 @@ from serving.schemas import (
     PolicyInfo,
     ValidationErrorResponse,
 )
-from serving.weights import WeightRegistry
+from serving.weights import SwapResult, WeightRegistry
 
 logger = logging.getLogger("ray.serve")
 DEPLOYMENT_NAME = "PolicyServer"
@@ -199,11 +201,34 @@ class PolicyServer:
         if isinstance(weights, ray.ObjectRef):
             weights = await weights
         result = await self.runtime.engine.load_weights(weights, version)
-        registry = _registry()
-        if result.swapped and await registry.claim.remote(version):
-            await registry.publish.remote(version, weights)
+        await self._publish(result, weights)
         del weights  # the state dict copy is no longer needed: hand its memory back
         await asyncio.to_thread(release_freed_memory)
+        return self._swap_report(result)
+
+    async def receive_weights(self, plan: StreamPlan, path: str, version: int) -> dict:
+        """Swap to the weights a training run broadcasts by `plan` (`learner.weight_stream`) as `version`.
+
+        Called on every replica by `handle.broadcast("receive_weights", plan, path, version)` while
+        learner rank 0 sends; `path` is the safetensors file the learner writes the same weights to
+        (whole before the stream ends), which the registry then keeps for replicas that start later.
+        """
+        address = ray.util.get_node_ip_address()
+        result = await self.runtime.engine.receive_weights(plan, version, address=address, path=path)
+        await self._publish(result, path)
+        return self._swap_report(result)
+
+    def replica_id(self) -> str:
+        """This replica's id (`handle.broadcast("replica_id")` counts the replicas a broadcast reaches)."""
+        return self.replica
+
+    async def _publish(self, result: SwapResult, weights) -> None:
+        """The first replica to swap to a new version hands it to the registry (for replicas that start later)."""
+        registry = _registry()
+        if result.swapped and await registry.claim.remote(result.version):
+            await registry.publish.remote(result.version, weights)
+
+    def _swap_report(self, result: SwapResult) -> dict:
         return {
             "replica": self.replica,
             "version": self.runtime.engine.version,

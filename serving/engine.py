@@ -9,6 +9,9 @@ under the request's temperature, finish reason out) and owns the served weights 
 - `await load_weights(weights, version)` -> `SwapResult`: swap to a HF state dict, or the
   safetensors file at a path, once the running requests end; versions only go up
   (`StaleVersionError` below the served one, a no-op at it);
+- `await receive_weights(plan, version, address=, path=)` -> `SwapResult`: the same swap, from a
+  training run's weight broadcast (`learner.weight_stream`), joined from this host's `address`;
+  `path` is the file the learner wrote the same weights to;
 - `await snapshot()` -> (version, CPU state dict) of what is served, for republishing;
 - `version`, `stats` (`RuntimeStats`), `name` ("transformers" or "vllm"); `check_health()` raises
   once the engine cannot generate any more; `shutdown()` frees it.
@@ -26,6 +29,7 @@ from typing import Protocol
 
 import torch
 
+from learner.weight_stream import StreamPlan
 from serving.config import ServingConfig
 from serving.generation import GenerationRequest, GenerationResult
 from serving.weights import SwapResult, WeightsSource
@@ -68,6 +72,9 @@ class Engine(Protocol):
 
     async def load_weights(self, weights: WeightsSource, version: int) -> SwapResult:
         """Swap to `weights` as `version` once the running requests end."""
+
+    async def receive_weights(self, plan: StreamPlan, version: int, *, address: str, path: str) -> SwapResult:
+        """Swap to the weights a broadcast `plan` streams, as `version`, once the running requests end."""
 
     async def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, CPU state dict) of the served weights."""

@@ -18,12 +18,12 @@ import torch
 from safetensors.torch import load_file
 
 from learner.models import LoadedPolicy
+from learner.weight_stream import StreamPlan, receive
 from serving.batching import DynamicBatcher
 from serving.config import ServingConfig
 from serving.engine import Generated, RuntimeStats
 from serving.generation import GenerationRequest, generate_batch
-from serving.version_gate import check_not_stale
-from serving.weights import SwapResult, VersionedWeights, WeightsSource, require_weights_file
+from serving.weights import SwapResult, VersionedWeights, WeightsSource, check_not_stale, require_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +68,26 @@ class TransformersEngine:
             weights = await asyncio.to_thread(load_file, str(require_weights_file(weights)))
         return await asyncio.to_thread(self.weights.swap, weights, version)
 
+    async def receive_weights(self, plan: StreamPlan, version: int, *, address: str, path: str) -> SwapResult:
+        """Receive a weight stream (`learner.weight_stream`) from this host's `address` into the model as `version`.
+
+        The running batch ends first; generation waits for the stream (`VersionedWeights.receive`).
+        `path` (the same weights, as a file) is not needed: the model itself holds what is served.
+        """
+        shapes = {spec.name: spec.shape for spec in plan.tensors}
+        return await asyncio.to_thread(self.weights.receive, shapes, receive(plan, address=address), version)
+
     async def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, CPU copy of the state dict), read between batches."""
         return await asyncio.to_thread(self.weights.snapshot)
 
     def check_health(self) -> None:
-        """Always healthy: a failing batch fails only its own requests."""
+        """Raise once a weight stream broke off midway (Serve then replaces the replica).
+
+        A failing batch fails only its own requests.
+        """
+        if self.weights.torn is not None:
+            raise RuntimeError(self.weights.torn)
 
     def shutdown(self) -> None:
         """Nothing to stop: the model lives in this process."""

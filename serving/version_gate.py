@@ -14,13 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from serving.weights import StaleVersionError
-
-
-def check_not_stale(version: int, current: int) -> None:
-    """Raise `StaleVersionError` when `version` is older than `current`."""
-    if version < current:
-        raise StaleVersionError(f"weights version {version} is older than the served {current}; versions only go up")
+from serving.weights import check_not_stale
 
 
 class VersionGate:

@@ -14,6 +14,8 @@ arrive. What sftrl's contract needs, and how it is met:
   requests held by a `VersionGate` (each request runs under one version), it calls
   `WeightLoader.sftrl_load_safetensors` on the workers (`collective_rpc`: they read the file one
   tensor at a time) and resets the prefix cache. The served file is what `snapshot` reads.
+  `receive_weights` takes a training run's broadcast instead (`learner.weight_stream`): the
+  worker joins the stream and reloads each bucket as it arrives (`sftrl_receive_stream`).
 - **CPU threads.** vLLM's CPU backend binds one OpenMP thread per core in
   `VLLM_CPU_OMP_THREADS_BIND`; `vllm.cpu_threads_bind="all"` gives it every core this process may
   use (Ray's 1-CPU reservation would otherwise leave the rest idle in a synchronous loop) and
@@ -34,16 +36,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PretrainedConfig
 
+from learner.weight_stream import StreamPlan, drain
 from serving.config import ServingConfig, VllmSettings
 from serving.engine import Generated, RuntimeStats
 from serving.generation import GenerationRequest, GenerationResult
 from serving.limits import RequestError
 from serving.prepare import PolicyLimits
-from serving.version_gate import VersionGate, check_not_stale
-from serving.vllm_worker import EXTENSION, LOAD_SAFETENSORS
+from serving.version_gate import VersionGate
+from serving.vllm_worker import EXTENSION, LOAD_SAFETENSORS, RECEIVE_STREAM
 from serving.weights import (
     SwapResult,
     WeightsSource,
+    check_not_stale,
     check_weights,
     file_shapes,
     require_weights_file,
@@ -98,6 +102,7 @@ class VllmEngine:
             self._expected[TIED_OUTPUT] = self._expected["model.embed_tokens.weight"]
         self._swap_dir = Path(tempfile.mkdtemp(prefix="sftrl-vllm-weights-"))
         self._served: tuple[Path, bool] | None = None  # (file, owned by this engine) of the served version
+        self._torn: str | None = None  # why the worker holds part of a version (a stream broke off)
 
     @classmethod
     async def start(
@@ -148,6 +153,8 @@ class VllmEngine:
         """Raise RuntimeError once vLLM's engine has died (Serve then replaces the replica)."""
         if self.llm.errored:
             raise RuntimeError("the vLLM engine of this replica died; see the replica log for its error")
+        if self._torn is not None:
+            raise RuntimeError(self._torn)
 
     async def generate(self, request: GenerationRequest) -> Generated:
         """Generate `request` in vLLM's running batch, under the version the gate admits it with.
@@ -221,6 +228,7 @@ class VllmEngine:
         async with self.gate.swapping(version) as fresh:
             if fresh:
                 await self.llm.collective_rpc(LOAD_SAFETENSORS, args=(str(path),))
+                self._torn = None  # a whole version is loaded again
                 await self.llm.reset_prefix_cache()
         if not fresh:  # another swap to this version got there first
             if owned:
@@ -230,6 +238,37 @@ class VllmEngine:
         if previous is not None and previous[1]:
             previous[0].unlink(missing_ok=True)
         return SwapResult(version, True, time.perf_counter() - start, path.stat().st_size)
+
+    async def receive_weights(self, plan: StreamPlan, version: int, *, address: str, path: str) -> SwapResult:
+        """Receive a weight stream (`learner.weight_stream`) into vLLM's worker as `version`, once running requests end.
+
+        The worker joins the stream from this host's `address` and loads it as it arrives
+        (`WeightLoader.sftrl_receive_stream`); `path`, the same weights as a file, becomes what
+        `snapshot` reads. Weights that do not fit, or an old version, are received and dropped
+        (the sender waits for every receiver), then refused. A stream that breaks off midway
+        leaves the model torn: `check_health` fails from then on and Serve replaces the replica.
+        """
+        try:
+            check_weights(self._expected, {spec.name: spec.shape for spec in plan.tensors}, optional=self._tied)
+            check_not_stale(version, self.gate.version)
+        except ValueError:
+            await asyncio.to_thread(drain, plan, address=address)
+            raise
+        start = time.perf_counter()
+        async with self.gate.swapping(version) as fresh:
+            if not fresh:
+                await asyncio.to_thread(drain, plan, address=address)
+                return SwapResult(version, False, 0.0, 0)
+            try:
+                await self.llm.collective_rpc(RECEIVE_STREAM, args=(plan.to_dict(), address))
+            except BaseException as error:
+                self._torn = f"the weight stream of version {version} broke off: {error!r}"
+                raise
+            await self.llm.reset_prefix_cache()
+        previous, self._served = self._served, (Path(path), False)
+        if previous is not None and previous[1]:
+            previous[0].unlink(missing_ok=True)
+        return SwapResult(version, True, time.perf_counter() - start, plan.total_bytes)
 
     async def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, CPU state dict) of the served weights, read from their file (swaps wait)."""

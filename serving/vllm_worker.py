@@ -11,8 +11,11 @@ from collections.abc import Iterator
 import torch
 from safetensors import safe_open
 
+from learner.weight_stream import StreamPlan, receive
+
 EXTENSION = "serving.vllm_worker.WeightLoader"
 LOAD_SAFETENSORS = "sftrl_load_safetensors"
+RECEIVE_STREAM = "sftrl_receive_stream"
 
 
 def _tensors(path: str) -> Iterator[tuple[str, torch.Tensor]]:
@@ -33,3 +36,10 @@ class WeightLoader:
         linear weights were repacked after the first load.
         """
         self.model_runner.reload_weights(weights_iterator=_tensors(path))
+
+    def sftrl_receive_stream(self, plan: dict, address: str) -> None:
+        """Join the weight stream `plan` (`StreamPlan.to_dict()`) from this host's `address` and load it as it arrives.
+
+        The same reload as a file's: each received tensor goes through the model's own loading.
+        """
+        self.model_runner.reload_weights(weights_iterator=receive(StreamPlan.from_dict(plan), address=address))

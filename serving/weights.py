@@ -48,6 +48,12 @@ WeightsSource = Mapping[str, torch.Tensor] | str | Path
 """What a replica is given to load: a HF-named state dict, or the path of a safetensors file holding one."""
 
 
+def check_not_stale(version: int, current: int) -> None:
+    """Raise `StaleVersionError` when `version` is older than `current` (versions only go up)."""
+    if version < current:
+        raise StaleVersionError(f"weights version {version} is older than the served {current}; versions only go up")
+
+
 def require_weights_file(path: str | Path) -> Path:
     """`path` as a Path; raises FileNotFoundError naming the fix when this replica cannot see it."""
     path = Path(path)
@@ -105,6 +111,7 @@ class VersionedWeights:
     def __init__(self, model: torch.nn.Module, *, version: int = 0):
         self.model = model
         self.version = version
+        self.torn: str | None = None  # why the model holds part of a version (a stream broke off), until a swap
         self._lock = threading.Lock()
 
     @contextmanager
@@ -126,21 +133,49 @@ class VersionedWeights:
         Raises StaleVersionError for a version below the current one, ValueError for weights that
         do not fit the model (checked before anything is copied).
         """
-        if version < self.version:
-            raise StaleVersionError(
-                f"weights version {version} is older than the served {self.version}; versions only go up"
-            )
+        check_not_stale(version, self.version)
         size = check_state_dict(self.model, weights)
         start = time.perf_counter()
         with self._lock, torch.no_grad():
-            if version < self.version:
-                raise StaleVersionError(
-                    f"weights version {version} is older than the served {self.version}; versions only go up"
-                )
+            check_not_stale(version, self.version)
             if version == self.version:
                 return SwapResult(version, False, 0.0, 0)
             self.model.load_state_dict(weights, strict=False)  # keys checked above; tied ones may be absent
-            self.version = version
+            self.version, self.torn = version, None
+        return SwapResult(version, True, time.perf_counter() - start, size)
+
+    def receive(self, specs: Mapping[str, tuple[int, ...]], tensors: Iterator[tuple[str, torch.Tensor]], version: int):
+        """Copy a weight stream (`specs`: {name: shape} of what `tensors` will yield) into the model as `version`.
+
+        Holds the lock for the whole stream (generation waits). Weights that do not fit, or a version
+        not above the served one, are still received (the sender waits for every receiver), then
+        refused: ValueError / StaleVersionError, or a no-op at the served version. If the stream
+        breaks off midway, the model holds part of it: `torn` says so until a full swap.
+        """
+        expected = self.model.state_dict()
+        owned = {name for name, _ in self.model.named_parameters()} | {name for name, _ in self.model.named_buffers()}
+        start = time.perf_counter()
+        with self._lock, torch.no_grad():
+            try:
+                check_weights(shapes_of(expected), specs, optional=set(expected) - owned)
+                check_not_stale(version, self.version)
+            except ValueError:
+                for _ in tensors:
+                    pass
+                raise
+            if version == self.version:
+                for _ in tensors:
+                    pass
+                return SwapResult(version, False, 0.0, 0)
+            size = 0
+            try:
+                for name, tensor in tensors:
+                    expected[name].copy_(tensor)
+                    size += tensor.numel() * tensor.element_size()
+            except BaseException as error:
+                self.torn = f"the weight stream of version {version} broke off: {error!r}"
+                raise
+            self.version, self.torn = version, None
         return SwapResult(version, True, time.perf_counter() - start, size)
 
 

@@ -122,6 +122,12 @@ class FakeLearner:
     def export_weights(self, path):
         return f"{path}#steps={self.steps}"
 
+    def open_weight_stream(self, receivers, version, bucket_bytes, timeout_s):
+        return {"receivers": receivers, "version": version}
+
+    def stream_weights(self, plan, path):
+        return self.export_weights(path)
+
     def save(self, root):
         """Mimics learner.checkpoint's layout: root/step_N/ and root/latest naming it."""
         from pathlib import Path
@@ -155,6 +161,18 @@ class FakeServer:
         self.pushed.append((weights, version))
         self.handle.version = version
         return [{"version": version, "swapped": True}]  # one replica's swap report
+
+    def replica_count(self):
+        return 1
+
+    def receive(self, plan, path, version):
+        """The stream's reply: a future of the one replica's swap (the version the plan names)."""
+        from concurrent.futures import Future
+
+        assert plan == {"receivers": 1, "version": version}
+        future = Future()
+        future.set_result(self.push(path, version))
+        return future
 
 
 class InProcessFleet:
