@@ -45,6 +45,7 @@ def test_task_trains_and_evaluates_every_variant(ray_cluster, tmp_path, task, mo
     assert (state.sft_step, state.iteration, state.policy_version) == (1, 1, 2)
     sft, rl = [next(r for r in read_metrics(tmp_path) if r["phase"] == phase) for phase in ("sft", "rl")]
     assert sft["loss/sft"] > 0 and "loss/policy" in rl and rl["rollout/episodes"] == 4
+    assert rl["sync/fallbacks_total"] == 0  # every engine took the weight broadcast
     assert [r.variant for r in results] == variants
     assert all(r.episodes == 1 and getattr(r, metric) is not None for r in results)
     assert (tmp_path / "policy" / "config.json").is_file()
