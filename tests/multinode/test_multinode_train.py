@@ -8,9 +8,10 @@ root namespace (outside the cluster) with `--working-dir`, and its run directory
 directory every host shares (the PVC).
 
 1. The run completes; the state API shows where each role ran; the replicas on the rollout host
-   served every version the learner host wrote (weights travel as safetensors files on the shared
-   run directory, cluster/weight_files.py); checkpoints, the exported policy and the metrics are
-   in the shared directory.
+   served every version the learner host sent (every sync a broadcast between the hosts'
+   addresses, none fell back; each version's file on the shared run directory,
+   cluster/weight_files.py); checkpoints, the exported policy and the metrics are in the shared
+   directory.
 2. The rollout host's raylet is killed while the first RL collection is in flight: its rollout
    actors and the only replica die with it. If the run has not finished STALL_S after the node is
    dead (on Ray 2.60 it waits: the lost actors' calls neither fail nor return until Ray restarts
@@ -105,12 +106,13 @@ def test_tiny_job_places_each_role_on_its_host_and_syncs_weights_across(cluster:
     assert placed["RolloutWorker"] == {"rollout"}
     assert placed[REPLICA] == {"rollout"}
 
-    # Weights crossed hosts: learner rank 0 (learner host) wrote every version's file on the shared
-    # directory; the replica (rollout host) generated every rollout turn with the version just
+    # Weights crossed hosts: learner rank 0 (learner host) broadcast every version and wrote its file
+    # on the shared directory; the replica (rollout host) generated every rollout turn with the version just
     # pushed (staleness 0 against the trainer's version) and the final evaluation with the last one.
     assert [r["phase"] for r in metrics] == ["sft", "sft", "rl", "rl", "eval"]
     rl = [r for r in metrics if r["phase"] == "rl"]
     assert [r["rollout/staleness_max"] for r in rl] == [0.0, 0.0]
+    assert rl[-1]["sync/fallbacks_total"] == 0  # each sync streamed from the learner host to the rollout host
     assert eval_turn_versions(run_dir, 3) == {3}
     assert sorted(p.name for p in (run_dir / "weights").iterdir()) == ["v00002.safetensors", "v00003.safetensors"]
 
