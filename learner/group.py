@@ -136,7 +136,11 @@ class LearnerRank:
             if last:
                 file.commit()
 
-        send(plan, tensors, store=store, on_bucket=write)
+        try:
+            send(plan, tensors, store=store, on_bucket=write)
+        finally:
+            for _ in tensors:  # a failed send still takes the gathers to the end, with the other ranks
+                pass
         return str(file.path)
 
     def export_hf(self, out_dir: str) -> str | None:

@@ -20,6 +20,7 @@ A rank that does not arrive fails the others after `timeout_s`, with the error t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -41,7 +42,7 @@ class TensorSpec:
     @property
     def nbytes(self) -> int:
         """Its size in bytes."""
-        return _numel(self.shape) * torch.empty((), dtype=self.torch_dtype).element_size()
+        return math.prod(self.shape) * self.torch_dtype.itemsize
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -193,10 +194,3 @@ def drain(plan: StreamPlan, *, address: str) -> None:
     """
     for _ in receive(plan, address=address):
         pass
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count

@@ -234,9 +234,7 @@ class VllmEngine:
             if owned:
                 path.unlink(missing_ok=True)
             return SwapResult(version, False, 0.0, 0)
-        previous, self._served = self._served, (path, owned)
-        if previous is not None and previous[1]:
-            previous[0].unlink(missing_ok=True)
+        self._serve_file(path, owned=owned)
         return SwapResult(version, True, time.perf_counter() - start, path.stat().st_size)
 
     async def receive_weights(self, plan: StreamPlan, version: int, *, address: str, path: str) -> SwapResult:
@@ -265,10 +263,14 @@ class VllmEngine:
                 self._torn = f"the weight stream of version {version} broke off: {error!r}"
                 raise
             await self.llm.reset_prefix_cache()
-        previous, self._served = self._served, (Path(path), False)
+        self._serve_file(Path(path), owned=False)
+        return SwapResult(version, True, time.perf_counter() - start, plan.total_bytes)
+
+    def _serve_file(self, path: Path, *, owned: bool) -> None:
+        """Record `path` as the served version's file; delete the previous one if this engine wrote it."""
+        previous, self._served = self._served, (path, owned)
         if previous is not None and previous[1]:
             previous[0].unlink(missing_ok=True)
-        return SwapResult(version, True, time.perf_counter() - start, plan.total_bytes)
 
     async def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, CPU state dict) of the served weights, read from their file (swaps wait)."""

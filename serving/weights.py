@@ -95,13 +95,18 @@ def check_weights(
         )
 
 
-def check_state_dict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> int:
-    """`check_weights` of `weights` against `model`'s state dict, its tied parameters optional; returns the bytes."""
+def check_fits_model(model: torch.nn.Module, given: Mapping[str, tuple[int, ...]]) -> None:
+    """`check_weights` of the {name: shape} `given` against `model`'s state dict, its tied parameters optional."""
     expected = model.state_dict()
     owned = {name for name, _ in model.named_parameters(remove_duplicate=True)} | {
         name for name, _ in model.named_buffers()
     }
-    check_weights(shapes_of(expected), shapes_of(weights), optional=set(expected) - owned)
+    check_weights(shapes_of(expected), given, optional=set(expected) - owned)
+
+
+def check_state_dict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> int:
+    """`check_fits_model` of the state dict `weights`; returns its bytes."""
+    check_fits_model(model, shapes_of(weights))
     return sum(t.numel() * t.element_size() for t in weights.values())
 
 
@@ -152,25 +157,24 @@ class VersionedWeights:
         refused: ValueError / StaleVersionError, or a no-op at the served version. If the stream
         breaks off midway, the model holds part of it: `torn` says so until a full swap.
         """
-        expected = self.model.state_dict()
-        owned = {name for name, _ in self.model.named_parameters()} | {name for name, _ in self.model.named_buffers()}
         start = time.perf_counter()
         with self._lock, torch.no_grad():
             try:
-                check_weights(shapes_of(expected), specs, optional=set(expected) - owned)
+                check_fits_model(self.model, specs)
                 check_not_stale(version, self.version)
-            except ValueError:
-                for _ in tensors:
+                refusal = None
+            except ValueError as error:
+                refusal = error
+            if refusal is not None or version == self.version:
+                for _ in tensors:  # take the whole stream, keep nothing
                     pass
-                raise
-            if version == self.version:
-                for _ in tensors:
-                    pass
+                if refusal is not None:
+                    raise refusal
                 return SwapResult(version, False, 0.0, 0)
-            size = 0
+            targets, size = self.model.state_dict(), 0
             try:
                 for name, tensor in tensors:
-                    expected[name].copy_(tensor)
+                    targets[name].copy_(tensor)
                     size += tensor.numel() * tensor.element_size()
             except BaseException as error:
                 self.torn = f"the weight stream of version {version} broke off: {error!r}"
