@@ -90,6 +90,12 @@ class LearnerConfig(BaseModel):
         description="Schedule length in schedule_unit steps (the cosine's T_max); needed by linear and cosine.",
     )
     grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    zero_stage: Literal[0, 3] | None = Field(
+        None,
+        description="DeepSpeed ZeRO stage: 3 partitions parameters, gradients and optimizer states over the "
+        "ranks; 0 keeps them whole on every rank (data parallel). None = 3 with several ranks and 0 with one, "
+        "where ZeRO-3 partitions nothing and only adds flat copies and per-module gathers.",
+    )
 
     # --- batching ----------------------------------------------------------------------------
     gradient_checkpointing: bool = Field(

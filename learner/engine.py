@@ -1,4 +1,4 @@
-"""The ZeRO-3 learner core: `LearnerEngine` turns lists of `Sample`s into optimizer steps.
+"""The DeepSpeed learner core: `LearnerEngine` turns lists of `Sample`s into optimizer steps.
 
 Runs without Ray: any process that joined a torch.distributed group (`learner.distributed`) can
 build one; every rank of the group builds one and calls the same methods with its own shard.
@@ -13,8 +13,11 @@ with the other ranks on global counts and on the number of micro-batches (ZeRO-3
 collective, so every rank runs as many forward/backward passes; a rank with fewer re-runs one of
 its samples at weight 0), forward -> loss (`learner.losses`, normalised by global counts) ->
 backward per micro-batch, one `engine.step()` (clip, AdamW), then the LR schedule (`learner.optim`)
-per optimizer step or per update. bf16 on CUDA, fp32 on CPU. Dropout stays off (eval mode) and the
-logits are divided by each sample's behaviour temperature, so the learner's log-probs are the
+per optimizer step or per update. Several ranks run ZeRO-3; one rank runs stage 0 unless
+`zero_stage` says otherwise (`learner.optim.zero_stage`): whole parameters, gradients and AdamW
+states, no flat partition copies and no per-module gathers in every forward and weight sync.
+bf16 on CUDA, fp32 on CPU. Dropout stays off (eval mode) and the logits are divided by each
+sample's behaviour temperature, so the learner's log-probs are the
 server's (`rl/logprob_diff_*` in rl_step's metrics measure it).
 
 Phases: an engine starts in "sft"; `begin_rl()` starts "rl" with a fresh optimizer, the LR schedule
@@ -42,7 +45,7 @@ from learner.distributed import device_for_rank
 from learner.freezing import freeze_vision, parameter_count
 from learner.losses import GlobalCounts, PolicyOutputs, rl_objective, sft_loss, token_entropy, token_logprobs
 from learner.models import LoadedPolicy, load_policy
-from learner.optim import deepspeed_config, new_schedule, reset_optimizer_state
+from learner.optim import deepspeed_config, new_schedule, reset_optimizer_state, zero_stage
 from learner.partitions import load_partitions, local_partitions
 from learner.prompt_encoding import ImageInputs, batch_image_inputs, image_inputs_for_ids
 from learner.rl_stats import (
@@ -92,10 +95,10 @@ class Forward:
 
 
 class LearnerEngine:
-    """One ZeRO-3 rank: policy (+ value head for PPO), AdamW, and optionally a frozen reference.
+    """One DeepSpeed rank: policy (+ value head for PPO), AdamW, and optionally a frozen reference.
 
     `policy` (default: `load_policy(config.model)`) is consumed: its model's parameters become
-    ZeRO-3 shards of this engine. `step` (optimizer steps, all phases), `phase`, `schedule` (the LR
+    this engine's (ZeRO-3 shards with several ranks). `step` (optimizer steps, all phases), `phase`, `schedule` (the LR
     schedule's state) and the reference's weights are restored by `learner.checkpoint.load_checkpoint`.
     The policy version belongs to the trainer (cluster/trainer.py), not to the engine.
     """
@@ -110,6 +113,9 @@ class LearnerEngine:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.device = device_for_rank()
         self.dtype = training_dtype(config)
+        self.zero_stage = zero_stage(config, self.world_size)
+        self.clips_gradients = self.zero_stage == 0 and self.dtype == torch.float32
+        """True when `_train` clips: DeepSpeed's fp32 stage-0 step clips without recording the norm."""
         loaded = policy or self._load_partitioned()
         self.tokenizer, self.processor, self.is_vlm = loaded.tokenizer, loaded.processor, loaded.is_vlm
         self.pad_id = loaded.pad_token_id
@@ -142,11 +148,14 @@ class LearnerEngine:
         weights file in the training dtype is then mapped, not copied). The small in-memory
         built-ins are built whole and partitioned by `deepspeed.initialize`.
         """
-        zero3 = self._ds_config() if self.world_size > 1 else None
+        zero3 = self._ds_config() if self.zero_stage == 3 and self.world_size > 1 else None
         return load_policy(self.config.model, dtype=self.dtype, device=str(self.device), zero3_config=zero3)
 
     def _ds_config(self) -> dict:
-        return deepspeed_config(self.config, dtype=self.dtype)
+        ds = deepspeed_config(self.config, dtype=self.dtype, stage=self.zero_stage)
+        if self.clips_gradients:
+            ds["gradient_clipping"] = 0.0
+        return ds
 
     def _initialize(self, module: PolicyWithValue, *, train: bool):
         import deepspeed  # heavy, and DS_ACCELERATOR must be set first (init_distributed)
@@ -173,6 +182,8 @@ class LearnerEngine:
             config=ds_config,
             model_parameters=[p for p in module.parameters() if p.requires_grad],
         )
+        if self.zero_stage == 0 and self.world_size == 1:
+            engine.enable_backward_allreduce = False  # DeepSpeed would flatten every gradient to average over 1 rank
         return engine
 
     def _advance_schedule(self, unit: Literal["optimizer_step", "update"], *, sft: bool) -> None:
@@ -194,7 +205,7 @@ class LearnerEngine:
         reference becomes the current (post-SFT) policy. Returns True when it did so, False
         (changing nothing) when already in the RL phase, e.g. after loading a checkpoint saved past
         the boundary, which restored the phase and the reference. Every rank calls it; it needs no
-        communication (ZeRO-3 partitions are copied rank-locally).
+        communication (each rank copies its own parameters or ZeRO-3 partitions).
         """
         if self.phase == "rl":
             return False
@@ -281,7 +292,10 @@ class LearnerEngine:
             self.engine.backward(loss * weight * self.world_size, scale_wrt_gas=False)
             for name, value in metrics.items():
                 totals[name] = totals.get(name, 0.0) + value.detach().float() * weight
+        grad_norm = self._clip_gradients()
         self.engine.step()
+        if grad_norm is None:
+            grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
         self.step += 1
         self._advance_schedule("optimizer_step", sft=sft)
         names = sorted(totals)
@@ -296,10 +310,20 @@ class LearnerEngine:
                 "mem/peak_rank_gb": self._peak_memory_gb(),
                 "optim/lr": self.engine.get_lr()[0],
                 "learner/step": float(self.step),
-                "optim/grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+                "optim/grad_norm": grad_norm,
             }
         )
         return result
+
+    def _clip_gradients(self) -> float | None:
+        """Clip the whole gradients to `grad_clip` and return their norm when this engine clips, else None.
+
+        Stage 0 gradients are whole and, after DeepSpeed's all-reduce, the same on every rank.
+        """
+        if not self.clips_gradients:
+            return None
+        grads = [p for p in self.engine.module.parameters() if p.grad is not None]
+        return float(torch.nn.utils.clip_grad_norm_(grads, self.config.grad_clip))
 
     def _peak_memory_gb(self) -> float:
         """Largest peak memory of any rank: GPU allocations on CUDA, process RSS on CPU."""

@@ -1,6 +1,6 @@
 """The optimizer side of a learner rank: DeepSpeed's config, the LR schedule, a fresh-optimizer reset.
 
-DeepSpeed runs ZeRO-3, clipping and AdamW; the LR schedule is ours (`new_schedule`), not
+DeepSpeed runs ZeRO (stage 3, or 0 on one rank), clipping and AdamW; the LR schedule is ours (`new_schedule`), not
 DeepSpeed's, because the paper steps its cosine once per PPO update (`schedule_unit="update"`)
 while DeepSpeed steps a scheduler after every optimizer step. The engine advances it and saves its
 state in the checkpoint's client state (`learner.checkpoint`).
@@ -20,8 +20,15 @@ from learner.config import LearnerConfig
 BUCKET_ELEMENTS = 50_000_000
 
 
-def deepspeed_config(config: LearnerConfig, *, dtype: torch.dtype) -> dict:
-    """The DeepSpeed JSON config: ZeRO stage 3, our clipping, bf16 when asked; no DS batching.
+def zero_stage(config: LearnerConfig, world_size: int) -> int:
+    """The ZeRO stage a group of `world_size` ranks runs: `config.zero_stage`, else 3 with several ranks, 0 with one."""
+    if config.zero_stage is not None:
+        return config.zero_stage
+    return 3 if world_size > 1 else 0
+
+
+def deepspeed_config(config: LearnerConfig, *, dtype: torch.dtype, stage: int = 3) -> dict:
+    """The DeepSpeed JSON config: ZeRO `stage` (3 or 0), our clipping, bf16 when asked; no DS batching.
 
     gradient_accumulation_steps is 1 because the engine accumulates itself (a variable number of
     micro-batches per step, boundary set by hand); train_micro_batch_size_per_gpu is unused.
@@ -32,7 +39,7 @@ def deepspeed_config(config: LearnerConfig, *, dtype: torch.dtype) -> dict:
         "gradient_clipping": config.grad_clip,
         # 5e7-element buckets (DeepSpeed's default reduce bucket is 5e8: 2 GB in fp32 on a CPU rank)
         "zero_optimization": {
-            "stage": 3,
+            "stage": stage,
             "overlap_comm": torch.cuda.is_available(),
             "reduce_bucket_size": BUCKET_ELEMENTS,
             "stage3_prefetch_bucket_size": BUCKET_ELEMENTS,

@@ -5,7 +5,7 @@ import torch
 from pydantic import ValidationError
 
 from learner.config import LearnerConfig
-from learner.optim import deepspeed_config, lr_multiplier
+from learner.optim import deepspeed_config, lr_multiplier, zero_stage
 from learner.recipes import PAPER_PPO
 
 
@@ -71,3 +71,11 @@ def test_deepspeed_config_is_zero3_with_our_clip_and_dtype():
     assert ds["zero_optimization"]["stage"] == 3 and ds["gradient_clipping"] == 0.5
     assert ds["bf16"]["enabled"] and ds["optimizer"]["params"]["lr"] == 3e-4
     assert not deepspeed_config(LearnerConfig(), dtype=torch.float32)["bf16"]["enabled"]
+
+
+def test_one_rank_runs_stage_0_unless_told_and_several_run_zero3():
+    assert (zero_stage(LearnerConfig(), 1), zero_stage(LearnerConfig(), 2)) == (0, 3)
+    assert zero_stage(LearnerConfig(zero_stage=3), 1) == 3 and zero_stage(LearnerConfig(zero_stage=0), 4) == 0
+    assert deepspeed_config(LearnerConfig(), dtype=torch.float32, stage=0)["zero_optimization"]["stage"] == 0
+    with pytest.raises(ValidationError):
+        LearnerConfig(zero_stage=2)

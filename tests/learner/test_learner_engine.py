@@ -1,4 +1,6 @@
-"""The ZeRO-3 engine without Ray (world size 1, gloo, CPU), on the `tiny` model.
+"""The learner engine without Ray (world size 1, gloo, CPU), on the `tiny` model.
+
+One rank runs DeepSpeed stage 0 by default; it steps as ZeRO-3 does, clipping included.
 
 SFT loss falls; PPO values, value loss, whitening and health metrics; KL to the frozen reference;
 the LR schedule per optimizer step or per update; begin_rl's fresh optimizer, schedule and
@@ -46,6 +48,24 @@ def test_sft_loss_falls_on_a_fixed_batch(tiny, sft_batch):
     losses = [engine.sft_step(sft_batch)["loss/sft"] for _ in range(6)]
     assert losses[-1] < losses[0] - 1.0, losses
     assert engine.step == 6 and engine.phase == "sft"
+
+
+def test_one_rank_stage_0_steps_as_zero3_does_and_clips_the_same(tiny, sft_batch):
+    # grad_clip far below the gradients' norm: the clip decides the second Adam step (m/sqrt(v) of clipped grads)
+    configs = [
+        LearnerConfig(model="tiny", algo="sft", lr=1e-2, dtype="float32", grad_clip=1e-3, zero_stage=s) for s in (0, 3)
+    ]
+    plain, zero3 = (LearnerEngine(config) for config in configs)
+    assert (plain.engine.zero_optimization_stage(), zero3.engine.zero_optimization_stage()) == (0, 3)
+    assert LearnerEngine(LearnerConfig(model="tiny")).zero_stage == 0  # the default on one rank
+    for _ in range(3):
+        first, second = plain.sft_step(sft_batch), zero3.sft_step(sft_batch)
+        assert first["loss/sft"] == pytest.approx(second["loss/sft"], rel=1e-5)
+        assert first["optim/grad_norm"] == pytest.approx(second["optim/grad_norm"], rel=1e-4)
+        assert first["optim/grad_norm"] > 100 * 1e-3
+    state = gather_policy_state_dict(plain.module, rank=0)
+    for name, tensor in gather_policy_state_dict(zero3.module, rank=0).items():
+        torch.testing.assert_close(state[name], tensor, rtol=0, atol=1e-5, msg=name)  # Adam steps of 1e-2
 
 
 def test_gradient_checkpointing_gives_the_same_step(tiny, sft_batch):
