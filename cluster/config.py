@@ -174,10 +174,12 @@ class RolloutConfig(_Strict):
 class WeightSyncConfig(_Strict):
     """How new weights reach the policy replicas after each learner update (cluster/weight_sync.py)."""
 
-    transport: Literal["broadcast", "file"] = Field(
-        "broadcast",
+    transport: Literal["auto", "broadcast", "file"] = Field(
+        "auto",
         description="broadcast: learner rank 0 streams buckets to every replica over a gloo group of its own "
-        "(and writes the file for replicas that start later); file: rank 0 writes the file, every replica reads it.",
+        "(and writes the file for replicas that start later); file: rank 0 writes the file, every replica reads it; "
+        "auto: file when every replica runs on learner rank 0's node (the page cache is their shared memory), "
+        "else broadcast.",
     )
     bucket_mb: float = Field(
         64.0, gt=0.0, description="Most MiB one broadcast bucket holds (memory per side: about two buckets)."

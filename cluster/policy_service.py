@@ -60,9 +60,9 @@ class PolicyService:
         """
         return self.handle.broadcast("load_weights", weights, version).results()
 
-    def replica_count(self) -> int:
-        """How many replicas a broadcast reaches now."""
-        return len(self.handle.broadcast("replica_id").results())
+    def replica_nodes(self) -> list[str]:
+        """The node address of each replica a broadcast reaches now."""
+        return self.handle.broadcast("node_ip").results()
 
     def receive(self, plan: Any, path: str, version: int) -> Future:
         """Start every replica receiving the weight broadcast `plan` as `version`; the future's result: their reports.

@@ -36,6 +36,9 @@ class LearnerPort(Protocol):
     def num_parameters(self) -> int:
         """The policy's parameter count, value head excluded (N of the compute axis, cluster/compute.py)."""
 
+    def node_ip(self) -> str:
+        """The address of rank 0's node (where it writes weights files and hosts a broadcast)."""
+
     def export_weights(self, path: str) -> str:
         """Write the policy's full weights to the safetensors file `path` (for `PolicyPort.push`); returns it."""
 
@@ -64,8 +67,8 @@ class PolicyPort(Protocol):
         Returns one swap report per replica.
         """
 
-    def replica_count(self) -> int:
-        """How many replicas a broadcast reaches now."""
+    def replica_nodes(self) -> list[str]:
+        """The node address of each replica a broadcast reaches now."""
 
     def receive(self, plan: Any, path: str, version: int) -> Any:
         """Start every replica receiving the weight broadcast `plan` as `version` (`path`: the same weights as a file).

@@ -351,8 +351,8 @@ class Trainer:
     def _sync_weights(self) -> None:
         version = self.state.policy_version
         path = weights_path(self.run_dir, version)
-        used = sync_weights(self.learner, self.policy, path=path, version=version, config=self.config.weight_sync)
-        self._sync_fallbacks += used != self.config.weight_sync.transport
+        synced = sync_weights(self.learner, self.policy, path=path, version=version, config=self.config.weight_sync)
+        self._sync_fallbacks += synced.fell_back
         prune_weight_files(self.run_dir)
 
 

@@ -9,13 +9,12 @@ tied weights sharing one tensor.
 
 `export_hf` writes that state dict as `model.safetensors` plus config, generation config and
 tokenizer/processor: a directory that `from_pretrained`, `learner.models.load_policy(path)` and
-`sftrl serve --checkpoint` load. `write_weights_file` writes it alone, as the file a weight sync
-hands the policy servers.
+`sftrl serve --checkpoint` load. `write_weights_file` writes a state dict alone, as one weights file.
 
-A broadcast weight sync (`learner.weight_stream`) never holds the whole state dict:
-`iter_policy_tensors` yields one gathered module at a time in `policy_tensor_specs` order, and
-`StreamedWeightsFile` writes the same bytes, bucket by bucket, as the safetensors file that
-replicas started later load.
+A weight sync never holds the whole state dict: `iter_policy_tensors` yields one gathered module
+at a time in `policy_tensor_specs` order, and `StreamedWeightsFile` writes their bytes as they
+come, as the safetensors file the policy servers load: `write_policy_file` tensor by tensor (the
+file transport), the broadcast (`learner.weight_stream`) bucket by bucket.
 """
 
 from __future__ import annotations
@@ -162,6 +161,29 @@ SAFETENSORS_DTYPES = {
 }  # fmt: skip
 
 
+def write_policy_file(module: nn.Module, path: str | Path, *, rank: int) -> Path | None:
+    """Rank 0 writes the policy's weights file at `path` (as `write_weights_file` would) and returns it; collective.
+
+    The tensors go to the file as they are gathered, without a state dict: rank 0's memory rises by
+    one module's gathered parameters (nothing with whole parameters, on one rank).
+    """
+    tensors = iter_policy_tensors(module, rank=rank)
+    if rank != 0:
+        for _ in tensors:
+            pass
+        return None
+    file = StreamedWeightsFile(path, policy_tensor_specs(module))
+    try:
+        for _, tensor in tensors:
+            file.write(tensor.contiguous().cpu().view(-1).view(torch.uint8))
+    except BaseException:
+        file.abort()
+        for _ in tensors:  # the other ranks still gather to the end
+            pass
+        raise
+    return file.commit()
+
+
 class StreamedWeightsFile:
     """A safetensors file written from its tensors' bytes as they arrive, in `specs` order (rank 0 only).
 
@@ -200,3 +222,8 @@ class StreamedWeightsFile:
             raise ValueError(f"weights file {self.path}: wrote {self._written} data bytes, planned {self._expected}")
         os.replace(self._partial, self.path)
         return self.path
+
+    def abort(self) -> None:
+        """Close and delete the unfinished file (the weights at `path`, if any, stay as they were)."""
+        self._file.close()
+        self._partial.unlink(missing_ok=True)

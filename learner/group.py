@@ -36,7 +36,7 @@ from learner.export import (
     gather_policy_state_dict,
     iter_policy_tensors,
     policy_tensor_specs,
-    write_weights_file,
+    write_policy_file,
 )
 from learner.run_dir import (
     RankSighting,
@@ -99,10 +99,14 @@ class LearnerRank:
         """`LearnerEngine.begin_rl` (False when this rank is already in the RL phase)."""
         return self.engine.begin_rl()
 
+    def node_ip(self) -> str:
+        """The address of this rank's node."""
+        return node_ip()
+
     def export_weights(self, path: str) -> str | None:
         """Rank 0 writes the policy's weights (HF names) to the safetensors file `path` and returns it; others None."""
-        state = gather_policy_state_dict(self.engine.module, rank=self.rank)
-        return None if state is None else str(write_weights_file(state, path))
+        written = write_policy_file(self.engine.module, path, rank=self.rank)
+        return None if written is None else str(written)
 
     def open_weight_stream(self, *, receivers: int, version: int, bucket_bytes: int, timeout_s: float) -> StreamPlan:
         """Rank 0: host the rendezvous store of a weight sync to `receivers` replicas; returns its plan."""
@@ -138,6 +142,9 @@ class LearnerRank:
 
         try:
             send(plan, tensors, store=store, on_bucket=write)
+        except BaseException:
+            file.abort()  # a file committed before the failure (the last bucket's) stays
+            raise
         finally:
             for _ in tensors:  # a failed send still takes the gathers to the end, with the other ranks
                 pass
@@ -277,6 +284,12 @@ class LearnerGroup:
             for index, value in zip(shard, shard_values, strict=True):
                 result[index] = value
         return result
+
+    def node_ip(self) -> str:
+        """The address of rank 0's node (where it writes weights files and hosts a broadcast)."""
+        import ray
+
+        return ray.get(self.actors[0].node_ip.remote())
 
     def export_weights(self, path: str | Path) -> str:
         """Write the policy's weights (HF names, no value head) to the safetensors file `path`; returns it.

@@ -213,14 +213,13 @@ class PolicyServer:
         learner rank 0 sends; `path` is the safetensors file the learner writes the same weights to
         (whole before the stream ends), which the registry then keeps for replicas that start later.
         """
-        address = ray.util.get_node_ip_address()
-        result = await self.runtime.engine.receive_weights(plan, version, address=address, path=path)
+        result = await self.runtime.engine.receive_weights(plan, version, address=self.node_ip(), path=path)
         await self._publish(result, path)
         return self._swap_report(result)
 
-    def replica_id(self) -> str:
-        """This replica's id (`handle.broadcast("replica_id")` counts the replicas a broadcast reaches)."""
-        return self.replica
+    def node_ip(self) -> str:
+        """This replica's node address (`handle.broadcast("node_ip")` lists those a broadcast reaches)."""
+        return ray.util.get_node_ip_address()
 
     async def _publish(self, result: SwapResult, weights) -> None:
         """The first replica to swap to a new version hands it to the registry (for replicas that start later)."""

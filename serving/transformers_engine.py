@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from learner.models import LoadedPolicy
 from learner.weight_stream import StreamPlan, receive
@@ -23,7 +22,15 @@ from serving.batching import DynamicBatcher
 from serving.config import ServingConfig
 from serving.engine import Generated, RuntimeStats
 from serving.generation import GenerationRequest, generate_batch
-from serving.weights import SwapResult, VersionedWeights, WeightsSource, check_not_stale, require_weights_file
+from serving.weights import (
+    SwapResult,
+    VersionedWeights,
+    WeightsSource,
+    check_not_stale,
+    file_shapes,
+    file_tensors,
+    require_weights_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +67,17 @@ class TransformersEngine:
         return await self.batcher.submit(_Pending(request, time.perf_counter()))
 
     async def load_weights(self, weights: WeightsSource, version: int) -> SwapResult:
-        """Swap to a state dict or a weights file's contents once the running batch ends (`VersionedWeights.swap`)."""
+        """Swap to a state dict or a weights file's contents once the running batch ends.
+
+        A state dict goes through `VersionedWeights.swap`; a file is copied into the model one tensor
+        at a time (`VersionedWeights.receive`), never read whole.
+        """
         if isinstance(weights, (str, Path)):
             check_not_stale(version, self.weights.version)  # before reading the file
             if version == self.weights.version:
                 return SwapResult(version, False, 0.0, 0)
-            weights = await asyncio.to_thread(load_file, str(require_weights_file(weights)))
+            path = require_weights_file(weights)
+            return await asyncio.to_thread(self.weights.receive, file_shapes(path), file_tensors(path), version)
         return await asyncio.to_thread(self.weights.swap, weights, version)
 
     async def receive_weights(self, plan: StreamPlan, version: int, *, address: str, path: str) -> SwapResult:

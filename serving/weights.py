@@ -71,6 +71,13 @@ def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
         return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
 
 
+def file_tensors(path: str | Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of each tensor of a safetensors file, read one at a time: a reader holds one tensor."""
+    with safe_open(str(path), framework="pt") as file:
+        for name in file.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            yield name, file.get_tensor(name)
+
+
 def shapes_of(weights: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     """{name: shape} of a state dict."""
     return {name: tuple(tensor.shape) for name, tensor in weights.items()}
@@ -150,7 +157,7 @@ class VersionedWeights:
         return SwapResult(version, True, time.perf_counter() - start, size)
 
     def receive(self, specs: Mapping[str, tuple[int, ...]], tensors: Iterator[tuple[str, torch.Tensor]], version: int):
-        """Copy a weight stream (`specs`: {name: shape} of what `tensors` will yield) into the model as `version`.
+        """Copy a weight stream or file (`specs`: {name: shape} of what `tensors` yields) into the model as `version`.
 
         Holds the lock for the whole stream (generation waits). Weights that do not fit, or a version
         not above the served one, are still received (the sender waits for every receiver), then

@@ -119,6 +119,9 @@ class FakeLearner:
     def num_parameters(self):
         return 1000
 
+    def node_ip(self):
+        return "127.0.0.1"
+
     def export_weights(self, path):
         return f"{path}#steps={self.steps}"
 
@@ -152,8 +155,9 @@ class FakeLearner:
 class FakeServer:
     """Stands in for PolicyService: records pushed versions and sets the policy's version."""
 
-    def __init__(self, policy: FakePolicy):
+    def __init__(self, policy: FakePolicy, *, nodes: tuple[str, ...] = ("10.0.0.2",)):
         self.handle = policy
+        self.nodes = list(nodes)  # each replica's node; by default not FakeLearner's, so auto syncs broadcast
         self.pushed: list[tuple[Any, int]] = []
 
     def push(self, weights, version):
@@ -162,14 +166,14 @@ class FakeServer:
         self.handle.version = version
         return [{"version": version, "swapped": True}]  # one replica's swap report
 
-    def replica_count(self):
-        return 1
+    def replica_nodes(self):
+        return self.nodes
 
     def receive(self, plan, path, version):
-        """The stream's reply: a future of the one replica's swap (the version the plan names)."""
+        """The stream's reply: a future of the replicas' swap (the version the plan names)."""
         from concurrent.futures import Future
 
-        assert plan == {"receivers": 1, "version": version}
+        assert plan == {"receivers": len(self.nodes), "version": version}
         future = Future()
         future.set_result(self.push(path, version))
         return future

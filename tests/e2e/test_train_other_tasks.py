@@ -2,7 +2,8 @@
 
 GP-VL with the tiny LLaVA model (card pictures go through the server's and the learner's image processor) and
 V-IRL text with the tiny model served by vLLM (multi-turn conversations through its prefix cache, weight pushes
-into a live engine). One SFT step, one RL iteration, evaluation of every variant.
+into a live engine, by broadcast; the GP-VL run syncs by file, auto's choice on one node). One SFT step, one RL
+iteration, evaluation of every variant.
 """
 
 import pytest
@@ -25,14 +26,17 @@ SHORT = [
 
 
 @pytest.mark.parametrize(
-    "task, model, engine, variants, metric",
+    "task, model, engine, transport, variants, metric",
     [
-        ("gp-vl", "tiny-vlm", "transformers", ["id", "rule_ood", "visual_ood"], "card_accuracy"),
-        ("virl-l", "tiny", "vllm", ["id", "rule_ood"], "step_accuracy"),
+        ("gp-vl", "tiny-vlm", "transformers", "auto", ["id", "rule_ood", "visual_ood"], "card_accuracy"),
+        ("virl-l", "tiny", "vllm", "broadcast", ["id", "rule_ood"], "step_accuracy"),
     ],
 )
-def test_task_trains_and_evaluates_every_variant(ray_cluster, tmp_path, task, model, engine, variants, metric):
+def test_task_trains_and_evaluates_every_variant(
+    ray_cluster, tmp_path, task, model, engine, transport, variants, metric
+):
     overrides = [f"env.task={task}", f"learner.model={model}", f"serving.model={model}", f"serving.engine={engine}"]
+    overrides.append(f"weight_sync.transport={transport}")
     config = load_config(TINY, [*SHORT, *overrides])
     session = build_session(config, tmp_path)
     try:
@@ -45,7 +49,7 @@ def test_task_trains_and_evaluates_every_variant(ray_cluster, tmp_path, task, mo
     assert (state.sft_step, state.iteration, state.policy_version) == (1, 1, 2)
     sft, rl = [next(r for r in read_metrics(tmp_path) if r["phase"] == phase) for phase in ("sft", "rl")]
     assert sft["loss/sft"] > 0 and "loss/policy" in rl and rl["rollout/episodes"] == 4
-    assert rl["sync/fallbacks_total"] == 0  # every engine took the weight broadcast
+    assert rl["sync/fallbacks_total"] == 0  # every sync took the transport planned for it
     assert [r.variant for r in results] == variants
     assert all(r.episodes == 1 and getattr(r, metric) is not None for r in results)
     assert (tmp_path / "policy" / "config.json").is_file()

@@ -39,7 +39,7 @@ def _run(run_dir, overrides=(), **session_kwargs):
 
 
 def test_tiny_config_end_to_end(ray_cluster, tmp_path):
-    state, results = _run(tmp_path)
+    state, results = _run(tmp_path, ["weight_sync.transport=broadcast"])  # auto would take the file on one node
     # One version counter, the trainer's: SFT phase + 2 learned iterations; RL began once, recorded.
     assert (state.sft_step, state.iteration, state.policy_version, state.phase) == (2, 2, 3, "rl")
     saved = json.loads((newest_checkpoint(tmp_path) / STATE_FILE).read_text())

@@ -12,13 +12,14 @@ one-word task (and would lower it with a flipped sign).
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from learner.advantages import group_normalised_advantages
 from learner.batch import Sample
 from learner.config import LearnerConfig
 from learner.distributed import free_port, init_distributed
 from learner.engine import LearnerEngine
-from learner.export import export_hf, gather_policy_state_dict
+from learner.export import export_hf, gather_policy_state_dict, write_policy_file
 from learner.models import load_policy
 from learner.partitions import local_partitions
 from learner.prompt_encoding import encode_prompt
@@ -145,6 +146,10 @@ def test_exported_weights_equal_the_engines_and_the_hf_export_generates_the_same
         for name, param in engine.module.policy.named_parameters():
             assert torch.equal(state[name], param.detach().cpu()), name
         assert not torch.equal(state["model.norm.weight"], tiny.model.model.norm.weight)
+    # the sync's file, written tensor by tensor without a state dict: the same tensors, tied ones once
+    written = load_file(write_policy_file(engine.module, tmp_path / "sync.safetensors", rank=0))
+    assert all(torch.equal(tensor, state[name]) for name, tensor in written.items())
+    assert {state[name].data_ptr() for name in written} == {tensor.data_ptr() for tensor in state.values()}
     export_engine_hf(engine, state, tmp_path)
     from transformers import AutoModelForCausalLM
 
