@@ -59,7 +59,7 @@ def test_weight_sync_file_vs_broadcast(tmp_path, engine):
                 version += 1
                 time.sleep(0.5)  # a reading before the sync
                 start = time.time()
-                used = sync_weights(
+                synced = sync_weights(
                     learner,
                     policy,
                     path=weights_path(tmp_path, version),
@@ -67,7 +67,7 @@ def test_weight_sync_file_vs_broadcast(tmp_path, engine):
                     config=WeightSyncConfig(transport=transport),
                 )
                 end = time.time()
-                assert used == transport
+                assert synced.used == transport
                 times[transport].append(end - start)
                 windows[transport].append((start, end))
                 prune_weight_files(tmp_path)
