@@ -12,13 +12,15 @@ KeyboardInterrupt (`signals.interrupt_on_signals`, after ray.init, which install
 handler). Leaving stops every part still running, newest first (the fleet before the learner
 before the Serve app the fleet plays against), then Serve and Ray, only if this process started
 Ray: a cluster it joined keeps running. A part whose shutdown fails does not keep the others
-running; its error is raised after they stopped. `train.build_session`,
+running; its error is raised after they stopped. `startup_s` says how long joining Ray and each
+part's start took (a part starts while its `started(...)` argument is built). `train.build_session`,
 `evaluation.evaluate_checkpoint` and `sftrl serve` (cluster/cli/serve.py) use it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import ExitStack
 from typing import Protocol, TypeVar
 
@@ -49,11 +51,17 @@ class ClusterSession:
         self._stopped: set[str] = set()
         self.owns_ray = False
         """Whether this session started Ray (and so stops Serve and Ray on exit)."""
+        self.startup_s: dict[str, float] = {}
+        """Seconds from entering to Ray ready ("ray"), then from each start to the next part's record."""
+        self._last_start = 0.0
 
     def __enter__(self) -> ClusterSession:
+        entered = time.perf_counter()
         self.owns_ray = init_ray(num_cpus=self._num_cpus)
         if threading.current_thread() is threading.main_thread():  # a study's parallel runs: the main one has them
             interrupt_on_signals()  # after ray.init, which installs its own SIGTERM handler
+        self._last_start = time.perf_counter()
+        self.startup_s["ray"] = self._last_start - entered
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -64,6 +72,8 @@ class ClusterSession:
         if name in self._running or name in self._stopped:
             raise ValueError(f"this session already has a part named {name!r}; give each part its own name")
         self._running[name] = part
+        now = time.perf_counter()
+        self.startup_s[name], self._last_start = now - self._last_start, now
         return part
 
     def stop(self, *names: str) -> None:

@@ -84,7 +84,8 @@ def sft_sample_source(config: TrainConfig) -> Callable[[int], list[Any]]:
 def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = RolloutWorker) -> TrainingSession:
     """Join or start Ray, start the policy server, the learner ranks and the fleet, wire a Trainer.
 
-    If a part fails to start (or Ctrl-C comes), the parts started before it are stopped again. The
+    Prints how long each part took to start (`ClusterSession.startup_s`; the policy's includes the
+    preflight). If a part fails to start (or Ctrl-C comes), the parts started before it are stopped again. The
     learner ranks first check that they see `run_dir` (a marker the driver writes there): one on a
     node without the same storage raises `learner.run_dir.RunDirNotSharedError`, naming the fix.
     """
@@ -111,6 +112,7 @@ def build_session(config: TrainConfig, run_dir: Path, *, worker_cls: type = Roll
             config, run_dir, learner=learner, policy=policy, fleet=fleet, sft_samples=sft_sample_source(config)
         )
         on_failure.pop_all()  # everything started: from here the TrainingSession stops it
+    print("started in " + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in cluster.startup_s.items()))
     return TrainingSession(trainer=trainer, cluster=cluster)
 
 

@@ -42,6 +42,15 @@ def test_parts_stop_newest_first_then_serve_and_ray(stopped):
     assert stopped == ["signals", "fleet", "learner", "policy", "ray"]
 
 
+def test_startup_times_each_part_from_the_previous_one(stopped, monkeypatch):
+    clock = iter([10.0, 12.5, 20.0, 21.0])  # entered, Ray ready, policy recorded, learner recorded
+    monkeypatch.setattr(session_module.time, "perf_counter", lambda: next(clock))
+    with ClusterSession() as session:
+        session.started("policy", Part("policy", stopped))
+        session.started("learner", Part("learner", stopped))
+    assert session.startup_s == {"ray": 2.5, "policy": 7.5, "learner": 1.0}
+
+
 def test_a_joined_cluster_keeps_running(stopped, monkeypatch):
     monkeypatch.setattr(session_module, "init_ray", lambda num_cpus=None: False)
     with ClusterSession() as session:
