@@ -322,8 +322,7 @@ class LearnerEngine:
         """
         if not self.clips_gradients:
             return None
-        grads = [p for p in self.engine.module.parameters() if p.grad is not None]
-        return float(torch.nn.utils.clip_grad_norm_(grads, self.config.grad_clip))
+        return float(torch.nn.utils.clip_grad_norm_(self.engine.module.parameters(), self.config.grad_clip))
 
     def _peak_memory_gb(self) -> float:
         """Largest peak memory of any rank: GPU allocations on CUDA, process RSS on CPU."""

@@ -94,6 +94,20 @@ def iter_policy_tensors(module: nn.Module, *, rank: int) -> Iterator[tuple[str, 
 
 
 @contextmanager
+def policy_tensors_to_the_end(module: nn.Module, *, rank: int) -> Iterator[Iterator[tuple[str, torch.Tensor]]]:
+    """`iter_policy_tensors`, run to its end when the block exits however it ends (a return, an error).
+
+    Its gathers are collective: a rank that stopped early would leave the others waiting.
+    """
+    tensors = iter_policy_tensors(module, rank=rank)
+    try:
+        yield tensors
+    finally:
+        for _ in tensors:
+            pass
+
+
+@contextmanager
 def _gathered(params: dict[str, nn.Parameter]) -> Iterator[None]:
     """Gather `params`' ZeRO-3 shards onto every rank (collective); freed again on exit."""
     if not params:
@@ -167,21 +181,17 @@ def write_policy_file(module: nn.Module, path: str | Path, *, rank: int) -> Path
     The tensors go to the file as they are gathered, without a state dict: rank 0's memory rises by
     one module's gathered parameters (nothing with whole parameters, on one rank).
     """
-    tensors = iter_policy_tensors(module, rank=rank)
-    if rank != 0:
-        for _ in tensors:
-            pass
-        return None
-    file = StreamedWeightsFile(path, policy_tensor_specs(module))
-    try:
-        for _, tensor in tensors:
-            file.write(tensor.contiguous().cpu().view(-1).view(torch.uint8))
-    except BaseException:
-        file.abort()
-        for _ in tensors:  # the other ranks still gather to the end
-            pass
-        raise
-    return file.commit()
+    with policy_tensors_to_the_end(module, rank=rank) as tensors:
+        if rank != 0:
+            return None
+        file = StreamedWeightsFile(path, policy_tensor_specs(module))
+        try:
+            for _, tensor in tensors:
+                file.write(tensor.contiguous().cpu().view(-1).view(torch.uint8))
+        except BaseException:
+            file.abort()
+            raise
+        return file.commit()
 
 
 class StreamedWeightsFile:

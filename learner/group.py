@@ -34,8 +34,8 @@ from learner.export import (
     StreamedWeightsFile,
     export_hf,
     gather_policy_state_dict,
-    iter_policy_tensors,
     policy_tensor_specs,
+    policy_tensors_to_the_end,
     write_policy_file,
 )
 from learner.run_dir import (
@@ -127,27 +127,22 @@ class LearnerRank:
 
         Rank 0 returns `path` once every bucket has left; other ranks only join the gathers (None).
         """
-        tensors = iter_policy_tensors(self.engine.module, rank=self.rank)
-        if self.rank != 0:
-            for _ in tensors:
-                pass
-            return None
-        store, self._stream_store = self._stream_store, None
-        file = StreamedWeightsFile(path, list(plan.tensors))
+        with policy_tensors_to_the_end(self.engine.module, rank=self.rank) as tensors:
+            if self.rank != 0:
+                return None
+            store, self._stream_store = self._stream_store, None
+            file = StreamedWeightsFile(path, list(plan.tensors))
 
-        def write(buffer, last: bool) -> None:
-            file.write(buffer)
-            if last:
-                file.commit()
+            def write(buffer, last: bool) -> None:
+                file.write(buffer)
+                if last:
+                    file.commit()
 
-        try:
-            send(plan, tensors, store=store, on_bucket=write)
-        except BaseException:
-            file.abort()  # a file committed before the failure (the last bucket's) stays
-            raise
-        finally:
-            for _ in tensors:  # a failed send still takes the gathers to the end, with the other ranks
-                pass
+            try:
+                send(plan, tensors, store=store, on_bucket=write)
+            except BaseException:
+                file.abort()  # a file committed before the failure (the last bucket's) stays
+                raise
         return str(file.path)
 
     def export_hf(self, out_dir: str) -> str | None:
