@@ -26,6 +26,11 @@ class VersionGate:
         self._swapping = False
         self._changed = asyncio.Condition()
 
+    @property
+    def swap_pending(self) -> bool:
+        """True from when a swap stops admitting requests until it ends."""
+        return self._swapping
+
     @asynccontextmanager
     async def generating(self) -> AsyncIterator[int]:
         """Run one request: waits while a swap is pending; yields the version it is generated with."""

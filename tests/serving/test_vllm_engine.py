@@ -202,9 +202,11 @@ def test_a_swap_changes_the_outputs_between_requests_never_inside_one(fp32, prom
 
     async def swap_during_a_request():
         running = asyncio.ensure_future(engine.generate(long))
-        await asyncio.sleep(0.3)  # admitted and generating
+        while not engine.gate.running:  # admitted and generating
+            await asyncio.sleep(0.01)
         swap = asyncio.ensure_future(engine.load_weights(_shifted(0), version))
-        await asyncio.sleep(0.05)
+        while not engine.gate.swap_pending:  # the state dict is written to a file first
+            await asyncio.sleep(0.01)
         late = asyncio.ensure_future(engine.generate(probe))  # arrives while the swap waits
         return await running, await swap, await late
 
