@@ -4,9 +4,11 @@ Token in, token out (design.md): a `Sample` carries the prompt ids the policy wa
 output ids it generated; nothing here re-tokenizes text. `collate` left-pads prompt + output so
 that every row's output ends at the last position: the policy then needs logits only for the last
 `max_output_len + 1` positions (`logits_to_keep`), not for the (long, multi-turn) prompts.
-`micro_batches` sorts by length and cuts micro-batches under a padded-token budget so padding stays
-small (never mixing image counts); `shard_for_ranks` splits one batch across data-parallel ranks
-with balanced token counts.
+With `share`, `collate` also lays rows that repeat a prompt out to run it once
+(`learner.shared_prompts`). `micro_batches` sorts by length (sharing: by prompt, so a group stays
+together) and cuts micro-batches under a padded-token budget so padding stays small (never mixing
+image counts); `shard_for_ranks` splits one batch across data-parallel ranks with balanced token
+counts.
 
     .venv/bin/python -m pytest tests/learner/test_learner_batch.py
 """
@@ -19,6 +21,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
+
+from learner.shared_prompts import SharedPrompts, plain_padded_tokens, share_prompts, shared_padded_tokens
 
 
 @dataclass
@@ -78,10 +82,12 @@ class Batch:
     advantages: torch.Tensor  # (B,)
     returns: torch.Tensor  # (B,) PPO value targets (0 where absent)
     old_values: torch.Tensor  # (B,) PPO old values (0 where absent)
+    shared: SharedPrompts | None = None  # the same rows with each distinct prompt run once (collate's share)
 
     def to(self, device: torch.device) -> Batch:
         """The same batch with every tensor on `device`."""
-        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{name: None if value is None else value.to(device) for name, value in moved.items()})
 
     @property
     def n_logits(self) -> int:
@@ -100,11 +106,13 @@ def collate(
     pad_id: int,
     pre_action_counts: Sequence[int] | None = None,
     pre_action_weight: float = 1.0,
+    share: bool = False,
 ) -> Batch:
     """Pad `samples` into a `Batch` (outputs right-aligned, prompts left-padded).
 
     The first `pre_action_counts[i]` outputs of row i get the policy-gradient weight
-    `pre_action_weight` (`Batch.token_weights`).
+    `pre_action_weight` (`Batch.token_weights`). `share`: also the shared-prompt layout
+    (`Batch.shared`), where it is cheaper and no sample carries images.
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
@@ -141,25 +149,41 @@ def collate(
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         returns=torch.tensor([s.return_ or 0.0 for s in samples], dtype=torch.float32),
         old_values=torch.tensor([s.value or 0.0 for s in samples], dtype=torch.float32),
+        shared=share_prompts(samples, pad_id=pad_id) if share and not any(s.images for s in samples) else None,
     )
 
 
-def micro_batches(samples: Sequence[Sample], *, max_tokens: int) -> list[list[int]]:
+def padded_tokens(samples: Sequence[Sample], *, share: bool) -> int:
+    """Tokens a micro-batch of `samples` holds, padding included, in the layout `collate(share=share)` runs."""
+    plain = plain_padded_tokens(samples)
+    shared = shared_padded_tokens(samples) if share and not any(s.images for s in samples) else None
+    return plain if shared is None else min(plain, shared)
+
+
+def micro_batches(samples: Sequence[Sample], *, max_tokens: int, share: bool = False) -> list[list[int]]:
     """Indices of `samples` cut into micro-batches of at most `max_tokens` padded tokens, one image count each.
 
     Samples are sorted by length first, so rows of a micro-batch have similar lengths and padding
-    stays small. A sample longer than `max_tokens` gets a micro-batch of its own. Rows of a
+    stays small; with `share` (shared prompts), by prompt length, then prompt, then output length,
+    so the rows of a prompt land together, and the budget counts each prompt once (`padded_tokens`).
+    A sample longer than `max_tokens` gets a micro-batch of its own. Rows of a
     micro-batch carry the same number of images: in transformers' Mllama, text positions that see no
     image attend evenly to every image slot of the batch, padded ones too, so a row scores the same
     alone and in a batch only among rows with as many images (the server batches likewise).
     """
     n_images = [len(s.images or []) for s in samples]
-    order = sorted(range(len(samples)), key=lambda i: (n_images[i], len(samples[i])))
+
+    def order_key(i: int) -> tuple:
+        sample = samples[i]
+        if share:
+            return n_images[i], len(sample.prompt_ids), sample.prompt_ids, len(sample.output_ids)
+        return n_images[i], len(sample)
+
     batches: list[list[int]] = []
-    for index in order:
-        # sorted ascending: the newest row is the longest, so rows * its length is the padded size
+    for index in sorted(range(len(samples)), key=order_key):
         same_images = batches and n_images[batches[-1][0]] == n_images[index]
-        if same_images and (len(batches[-1]) + 1) * len(samples[index]) <= max_tokens:
+        grown = [samples[i] for i in batches[-1]] + [samples[index]] if same_images else []
+        if same_images and padded_tokens(grown, share=share) <= max_tokens:
             batches[-1].append(index)
         else:
             batches.append([index])

@@ -107,6 +107,12 @@ class LearnerConfig(BaseModel):
         description="torch intra-op threads per rank; None = the node's cores shared by the learner ranks on it "
         "(phases alternate: the learner owns the node while it learns).",
     )
+    share_prompts: bool | None = Field(
+        None,
+        description="Run each distinct prompt of a micro-batch once and its outputs on its KV cache "
+        "(learner/shared_prompts.py): a GRPO group's prompt once, not once per output. None = on for text "
+        "models without gradient_checkpointing (whose layers drop a KV cache).",
+    )
     micro_batch_tokens: int = Field(
         4096,
         ge=1,
@@ -169,7 +175,21 @@ class LearnerConfig(BaseModel):
             raise ValueError("pre_action_weight != 1 needs at least one entry in action_keys")
         if not 0 <= self.clip_low < 1:
             raise ValueError(f"clip_low={self.clip_low} must lie in [0, 1)")
+        if self.share_prompts and self.gradient_checkpointing:
+            raise ValueError(
+                "share_prompts=True needs a KV cache, which gradient_checkpointing's layers drop: "
+                "set one of them to false (or leave share_prompts unset)"
+            )
         return self
+
+    def shares_prompts(self, *, is_vlm: bool) -> bool:
+        """Whether micro-batches run each distinct prompt once (`share_prompts` resolved for this model)."""
+        if self.share_prompts and is_vlm:
+            raise ValueError(
+                f"share_prompts=True runs text models only; {self.model!r} is a vision-language model: "
+                f"leave share_prompts unset"
+            )
+        return self.share_prompts is not False and not self.gradient_checkpointing and not is_vlm
 
     @property
     def needs_reference(self) -> bool:

@@ -119,6 +119,8 @@ class LearnerEngine:
         loaded = policy or self._load_partitioned()
         self.tokenizer, self.processor, self.is_vlm = loaded.tokenizer, loaded.processor, loaded.is_vlm
         self.pad_id = loaded.pad_token_id
+        self.shares_prompts = config.shares_prompts(is_vlm=self.is_vlm)
+        """True when a micro-batch runs each distinct prompt once (`learner.shared_prompts`)."""
         head = (
             ValueHead(PolicyWithValue.hidden_size(loaded.model), config.value_head_hidden, seed=config.seed)
             if config.needs_value_head
@@ -223,7 +225,7 @@ class LearnerEngine:
                 f"rank {self.rank} got no samples: give every rank at least one "
                 f"(LearnerGroup needs len(samples) >= n_ranks * mini_batches)"
             )
-        micro = micro_batches(samples, max_tokens=self.config.micro_batch_tokens)
+        micro = micro_batches(samples, max_tokens=self.config.micro_batch_tokens, share=self.shares_prompts)
         sums = torch.tensor(
             [sum(len(s.output_ids) for s in samples), len(samples), sum(len(s) for s in samples)], device=self.device
         )
@@ -238,7 +240,11 @@ class LearnerEngine:
         if self.config.pre_action_weight != 1.0:
             counts = [pre_action_token_count(self.tokenizer, s.output_ids, self.config.action_keys) for s in samples]
         batch = collate(
-            samples, pad_id=self.pad_id, pre_action_counts=counts, pre_action_weight=self.config.pre_action_weight
+            samples,
+            pad_id=self.pad_id,
+            pre_action_counts=counts,
+            pre_action_weight=self.config.pre_action_weight,
+            share=self.shares_prompts,
         ).to(self.device)
         n_images = sum(len(s.images or []) for s in samples)
         if not n_images:
@@ -259,16 +265,9 @@ class LearnerEngine:
     def _forward(
         self, engine, batch: Batch, images: ImageInputs | None, *, values: bool = False, entropy: bool = False
     ) -> Forward:
-        out = engine(
-            batch.input_ids,
-            batch.attention_mask,
-            batch.position_ids,
-            n_logits=batch.n_logits,
-            last_prompt_index=batch.last_prompt_index if values else None,
-            image_inputs=images,
-        )
-        # position j predicts action token j, scored at the temperature it was sampled at (as the server does)
-        logits = out.logits[:, :-1].float() / batch.temperatures[:, None, None]  # (B, L, V)
+        out = engine(batch, values=values, image_inputs=images)
+        # column j predicts action token j, scored at the temperature it was sampled at (as the server does)
+        logits = out.logits.float() / batch.temperatures[:, None, None]  # (B, L, V)
         return Forward(
             token_logprobs(logits, batch.action_ids),
             token_entropy(logits) if entropy else None,
@@ -475,14 +474,7 @@ class LearnerEngine:
         result = [0.0] * len(samples)
         for rows, weight in plan.passes():
             batch, images = self._batch([samples[i] for i in rows])
-            out = self.engine(
-                batch.input_ids,
-                batch.attention_mask,
-                batch.position_ids,
-                n_logits=1,
-                last_prompt_index=batch.last_prompt_index,
-                image_inputs=images,
-            )
+            out = self.engine(batch, values=True, logits=False, image_inputs=images)
             for r, i in enumerate(rows):
                 if weight:
                     result[i] = float(out.values[r])

@@ -2,7 +2,8 @@
 
 The value head is an MLP on the final hidden state of the last prompt token (the paper's critic,
 after RL4VLM): it scores the state the policy answers in. `PolicyWithValue.forward` returns only
-the logits the losses need (the output positions, via `logits_to_keep`), the values and, with
+the logits the losses need (the output positions: `logits_to_keep`, or the suffix pass of shared
+prompts, `learner.shared_prompts`), the values and, with
 them, the last hidden state as each head read it (`HeadInputs`, for the PPO metrics' gradient
 norms on the backbone the two heads share). Weight export drops the value head: the policy's
 parameters keep their HF names under the `policy.` prefix (`POLICY_PREFIX`).
@@ -16,6 +17,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+
+from learner.batch import Batch
+from learner.shared_prompts import SharedPrompts
 
 POLICY_PREFIX = "policy."
 
@@ -44,14 +48,14 @@ class HeadInputs:
     lists, dicts) in a copy of its own, which the losses' gradient would never reach.
     """
 
-    lm_head: torch.Tensor  # (B, n_logits, H)
+    lm_head: torch.Tensor  # (B, L or L + 1, H) what the LM head read
     value_head: torch.Tensor  # (B, H) at each row's last prompt token
 
 
 class ForwardOutput(NamedTuple):
-    """Logits of the last `n_logits` positions and, with a value head, one value per row."""
+    """The logits that predict each action position and, with a value head, one value per row."""
 
-    logits: torch.Tensor  # (B, n_logits, V)
+    logits: torch.Tensor | None  # (B, L, V) column j predicts action j (None when not asked for)
     values: torch.Tensor | None  # (B,)
     heads: HeadInputs | None  # with the values
 
@@ -71,38 +75,72 @@ class PolicyWithValue(nn.Module):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor,
+        batch: Batch,
         *,
-        n_logits: int,
-        last_prompt_index: torch.Tensor | None = None,
+        values: bool = False,
+        logits: bool = True,
         image_inputs: dict[str, torch.Tensor] | None = None,
     ) -> ForwardOutput:
-        """Run the policy; values (and `heads`) are computed when `last_prompt_index` (B,) is given.
+        """Run the policy on `batch`: its action logits (`logits`) and, with `values`, values and `heads`.
 
+        The plain layout runs once; `batch.shared` (text only) runs each distinct prompt once and
+        every row's output on its KV cache (`learner.shared_prompts`): the same logits and values.
         `image_inputs`: the VLM's image keyword inputs for the batch (`prompt_encoding.batch_image_inputs`:
         `pixel_values`, and for Mllama its aspect ratios and `cross_attention_mask`); None for text.
         """
-        want_values = self.value_head is not None and last_prompt_index is not None
-        extra = dict(image_inputs or {})
+        want_values = values and self.value_head is not None
         lm_inputs: list[torch.Tensor] = []
         recorder = None
         if want_values:
             lm_head = self.policy.get_output_embeddings()
             recorder = lm_head.register_forward_pre_hook(lambda _module, args: lm_inputs.append(args[0]))
         try:
-            ids = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-            out = self.policy(
-                **ids, logits_to_keep=n_logits, output_hidden_states=want_values, use_cache=False, **extra
-            )
+            if batch.shared is None:
+                out, last_prompt_index = self._plain(batch, want_values, logits, image_inputs), batch.last_prompt_index
+            else:
+                out, last_prompt_index = self._shared(batch.shared, want_values, logits), batch.shared.last_prompt_index
         finally:
             if recorder is not None:
                 recorder.remove()
+        action_logits = out.logits if logits else None
+        if batch.shared is None and logits:
+            action_logits = out.logits[:, :-1]  # the last position predicts past the output
         if not want_values:
-            return ForwardOutput(out.logits, None, None)
+            return ForwardOutput(action_logits, None, None)
         hidden = out.hidden_states[-1]  # (B, T, H)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         value_input = hidden[rows, last_prompt_index]  # (B, H)
-        values = self.value_head(value_input).float()  # (B,)
-        return ForwardOutput(out.logits, values, HeadInputs(lm_inputs[-1], value_input))
+        values_out = self.value_head(value_input).float()  # (B,)
+        return ForwardOutput(action_logits, values_out, HeadInputs(lm_inputs[-1], value_input))
+
+    def _plain(self, batch: Batch, hidden: bool, logits: bool, image_inputs: dict[str, torch.Tensor] | None):
+        """One pass over the left-padded rows: logits of the last L + 1 positions (1 without `logits`)."""
+        return self.policy(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            logits_to_keep=batch.n_logits if logits else 1,
+            output_hidden_states=hidden,
+            use_cache=False,
+            **(image_inputs or {}),
+        )
+
+    def _shared(self, shared: SharedPrompts, hidden: bool, logits: bool):
+        """The prefix pass, its KV cache gathered per row, then the suffix pass: logits of every suffix column."""
+        prefix = self.policy.get_decoder()(
+            input_ids=shared.prefix_ids,
+            attention_mask=shared.prefix_mask,
+            position_ids=shared.prefix_positions,
+            use_cache=True,
+        )
+        cache = prefix.past_key_values  # (U, heads, P, d) per layer
+        cache.reorder_cache(shared.row_prefix)  # (B, heads, P, d): the backward sums each prompt's rows
+        return self.policy(
+            input_ids=shared.suffix_ids,
+            attention_mask=shared.attention_mask,
+            position_ids=shared.suffix_positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=0 if logits else 1,
+            output_hidden_states=hidden,
+        )
