@@ -1,8 +1,8 @@
 """`sftrl study` end to end on real Ray, Serve and DeepSpeed: study_tiny.yaml, seeds 0 and 1.
 
 One shared SFT init, then per seed an SFT arm and a PPO arm from the init's exported weights, two
-arms at a time (study.parallel_runs=2: concurrent Serve apps, learners and fleets on one Ray
-cluster of 4 logical CPUs), each evaluated at 2 points; then summary.csv, report.md, the plot and
+arms at once (study.parallel_runs=4: concurrent Serve apps, learners and fleets on one Ray
+cluster of 7 logical CPUs), each evaluated at 2 points; then summary.csv, report.md, the plot and
 TensorBoard scalars. Running the study again skips every finished run; `sftrl study report`
 rebuilds the same summary from the run directories alone.
 """
@@ -21,18 +21,18 @@ from cluster.study.runner import read_done, weights_digest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 runner = CliRunner()
-STUDY = ["study", "--config", str(CONFIG_DIR / "study_tiny.yaml"), "--seeds", "0,1", "study.parallel_runs=2"]
+STUDY = ["study", "--config", str(CONFIG_DIR / "study_tiny.yaml"), "--seeds", "0,1", "study.parallel_runs=4"]
 
 
 @pytest.fixture(scope="module")
-def ray_4_cpus():
-    """A local Ray cluster with room for two tiny runs at once (1.7 logical CPUs each)."""
-    with local_ray(4):
+def ray_7_cpus():
+    """A local Ray cluster with room for the four arms at once (1.7 logical CPUs each)."""
+    with local_ray(7):
         yield
 
 
 @pytest.fixture(scope="module")
-def study_dir(ray_4_cpus, tmp_path_factory):
+def study_dir(ray_7_cpus, tmp_path_factory):
     """The tiny study, run once for the module through the real command line."""
     out = tmp_path_factory.mktemp("study")
     result = runner.invoke(app, [*STUDY, "--run-dir", str(out)])
