@@ -4,9 +4,9 @@ Token in, token out (design.md): a `Sample` carries the prompt ids the policy wa
 output ids it generated; nothing here re-tokenizes text. `collate` left-pads prompt + output so
 that every row's output ends at the last position: the policy then needs logits only for the last
 `max_output_len + 1` positions (`logits_to_keep`), not for the (long, multi-turn) prompts.
-With `share`, `collate` also lays rows that repeat a prompt out to run it once
-(`learner.shared_prompts`). `micro_batches` sorts by length (sharing: by prompt, so a group stays
-together) and cuts micro-batches under a padded-token budget so padding stays small (never mixing
+With `share`, `collate` also lays rows whose prompts start alike out to run the common prefix
+once (`learner.shared_prompts`). `micro_batches` sorts by length (sharing: by prompt, so prompts that
+start alike stay together) and cuts micro-batches under a padded-token budget so padding stays small (never mixing
 image counts); `shard_for_ranks` splits one batch across data-parallel ranks with balanced token
 counts.
 
@@ -164,8 +164,8 @@ def micro_batches(samples: Sequence[Sample], *, max_tokens: int, share: bool = F
     """Indices of `samples` cut into micro-batches of at most `max_tokens` padded tokens, one image count each.
 
     Samples are sorted by length first, so rows of a micro-batch have similar lengths and padding
-    stays small; with `share` (shared prompts), by prompt length, then prompt, then output length,
-    so the rows of a prompt land together, and the budget counts each prompt once (`padded_tokens`).
+    stays small; with `share` (shared prompts), text samples by prompt, then output length, so rows
+    whose prompts start alike land together, and the budget counts a common prefix once (`padded_tokens`).
     A sample longer than `max_tokens` gets a micro-batch of its own. Rows of a
     micro-batch carry the same number of images: in transformers' Mllama, text positions that see no
     image attend evenly to every image slot of the batch, padded ones too, so a row scores the same
@@ -175,8 +175,8 @@ def micro_batches(samples: Sequence[Sample], *, max_tokens: int, share: bool = F
 
     def order_key(i: int) -> tuple:
         sample = samples[i]
-        if share:
-            return n_images[i], len(sample.prompt_ids), sample.prompt_ids, len(sample.output_ids)
+        if share and not n_images[i]:  # prompts in order: common prefixes side by side
+            return n_images[i], sample.prompt_ids, len(sample.output_ids)
         return n_images[i], len(sample)
 
     batches: list[list[int]] = []

@@ -83,8 +83,8 @@ class PolicyWithValue(nn.Module):
     ) -> ForwardOutput:
         """Run the policy on `batch`: its action logits (`logits`) and, with `values`, values and `heads`.
 
-        The plain layout runs once; `batch.shared` (text only) runs each distinct prompt once and
-        every row's output on its KV cache (`learner.shared_prompts`): the same logits and values.
+        The plain layout runs once; `batch.shared` (text only) runs each group's common prompt prefix
+        once and every row's rest on its KV cache (`learner.shared_prompts`): the same logits and values.
         `image_inputs`: the VLM's image keyword inputs for the batch (`prompt_encoding.batch_image_inputs`:
         `pixel_values`, and for Mllama its aspect ratios and `cross_attention_mask`); None for text.
         """
@@ -95,16 +95,17 @@ class PolicyWithValue(nn.Module):
             lm_head = self.policy.get_output_embeddings()
             recorder = lm_head.register_forward_pre_hook(lambda _module, args: lm_inputs.append(args[0]))
         try:
-            if batch.shared is None:
-                out, last_prompt_index = self._plain(batch, want_values, logits, image_inputs), batch.last_prompt_index
+            if batch.shared is None:  # the last of the L + 1 positions predicts past the output
+                out = self._plain(batch, want_values, batch.n_logits if logits else 1, image_inputs)
+                action_logits = out.logits[:, :-1] if logits else None
+                last_prompt_index = batch.last_prompt_index
             else:
-                out, last_prompt_index = self._shared(batch.shared, want_values, logits), batch.shared.last_prompt_index
+                out = self._shared(batch.shared, want_values, batch.action_ids.shape[1] if logits else 1)
+                action_logits = out.logits if logits else None
+                last_prompt_index = batch.shared.last_prompt_index
         finally:
             if recorder is not None:
                 recorder.remove()
-        action_logits = out.logits if logits else None
-        if batch.shared is None and logits:
-            action_logits = out.logits[:, :-1]  # the last position predicts past the output
         if not want_values:
             return ForwardOutput(action_logits, None, None)
         hidden = out.hidden_states[-1]  # (B, T, H)
@@ -113,20 +114,20 @@ class PolicyWithValue(nn.Module):
         values_out = self.value_head(value_input).float()  # (B,)
         return ForwardOutput(action_logits, values_out, HeadInputs(lm_inputs[-1], value_input))
 
-    def _plain(self, batch: Batch, hidden: bool, logits: bool, image_inputs: dict[str, torch.Tensor] | None):
-        """One pass over the left-padded rows: logits of the last L + 1 positions (1 without `logits`)."""
+    def _plain(self, batch: Batch, hidden: bool, n_logits: int, image_inputs: dict[str, torch.Tensor] | None):
+        """One pass over the left-padded rows: logits of the last `n_logits` positions."""
         return self.policy(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
-            logits_to_keep=batch.n_logits if logits else 1,
+            logits_to_keep=n_logits,
             output_hidden_states=hidden,
             use_cache=False,
             **(image_inputs or {}),
         )
 
-    def _shared(self, shared: SharedPrompts, hidden: bool, logits: bool):
-        """The prefix pass, its KV cache gathered per row, then the suffix pass: logits of every suffix column."""
+    def _shared(self, shared: SharedPrompts, hidden: bool, n_logits: int):
+        """The prefix pass, its KV cache gathered per row, then the suffix pass (logits: last `n_logits` columns)."""
         prefix = self.policy.get_decoder()(
             input_ids=shared.prefix_ids,
             attention_mask=shared.prefix_mask,
@@ -134,13 +135,13 @@ class PolicyWithValue(nn.Module):
             use_cache=True,
         )
         cache = prefix.past_key_values  # (U, heads, P, d) per layer
-        cache.reorder_cache(shared.row_prefix)  # (B, heads, P, d): the backward sums each prompt's rows
+        cache.reorder_cache(shared.row_prefix)  # (B, heads, P, d): the backward sums each prefix's rows
         return self.policy(
             input_ids=shared.suffix_ids,
             attention_mask=shared.attention_mask,
             position_ids=shared.suffix_positions,
             past_key_values=cache,
             use_cache=True,
-            logits_to_keep=0 if logits else 1,
+            logits_to_keep=n_logits,
             output_hidden_states=hidden,
         )

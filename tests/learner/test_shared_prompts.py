@@ -12,7 +12,7 @@ from learner.distributed import free_port, init_distributed
 from learner.engine import LearnerEngine
 from learner.export import gather_policy_state_dict
 from learner.models import load_policy
-from learner.shared_prompts import share_prompts
+from learner.shared_prompts import PrefixGroup, prefix_groups, share_prompts
 from learner.value_head import PolicyWithValue, ValueHead
 
 PAD = 0
@@ -33,8 +33,33 @@ def test_the_layout_runs_each_prompt_once_and_right_aligns_the_suffixes():
     assert padded_tokens(samples, share=True) == 13 and padded_tokens(samples, share=False) == 15
 
 
+def test_rows_whose_prompts_start_alike_share_the_common_prefix():
+    first = [1, 2, 3, 4, 5, 6]
+    samples = [
+        Sample(first, [7, 8]),
+        Sample(first + [7, 8, 9], [10]),  # a second turn: the first turn's prompt, reply and feedback
+        Sample(first[:4] + [20, 21], [22]),  # shares 4 tokens: 4 > 2 rows x (5 - 4) moved, it joins
+        Sample([30, 31, 32], [33]),  # shares none: a group of its own
+    ]
+    assert prefix_groups([s.prompt_ids for s in samples]) == [PrefixGroup(4, [0, 1, 2]), PrefixGroup(2, [3])]
+    shared = share_prompts(samples, pad_id=PAD)  # 2 x 4 + 4 x 5 = 28 tokens, against 4 x 10 = 40
+    assert shared.prefix_ids.tolist() == [[1, 2, 3, 4], [PAD, PAD, 30, 31]]
+    assert shared.row_prefix.tolist() == [0, 0, 0, 1]
+    assert shared.suffix_ids.tolist() == [
+        [PAD, PAD, 5, 6, 7],
+        [5, 6, 7, 8, 9],
+        [PAD, PAD, PAD, 20, 21],
+        [PAD] * 4 + [32],
+    ]
+    assert shared.suffix_positions.tolist() == [[0, 0, 4, 5, 6], [4, 5, 6, 7, 8], [0, 0, 0, 4, 5], [0, 0, 0, 0, 2]]
+    assert shared.last_prompt_index.tolist() == [3, 4, 4, 4]
+    assert padded_tokens(samples, share=True) == 28
+    # a row sharing too little with a large group starts its own: 3 < 2 rows x (5 - 3)
+    assert len(prefix_groups([first, first, first[:3] + [20, 21]])) == 2
+
+
 def test_the_plain_layout_is_kept_where_sharing_does_not_pay_or_cannot_run():
-    assert share_prompts([Sample([1, 2, 3], [4]), Sample([1, 2, 5], [4])], pad_id=PAD) is None  # no prompt repeats
+    assert share_prompts([Sample([1, 2, 3], [4]), Sample([5, 2, 3], [4])], pad_id=PAD) is None  # nothing in common
     assert share_prompts([Sample([1], [4]), Sample([1], [5])], pad_id=PAD) is None  # nothing before the last token
     images = [Sample([1, 2, 3], [4], images=[torch.zeros(1).numpy()]) for _ in range(2)]
     assert collate(images, pad_id=PAD, share=True).shared is None
@@ -59,14 +84,19 @@ def tiny_module():
 
 
 def _groups() -> list[Sample]:
-    """Two prompts of different lengths, four outputs each of different lengths."""
+    """Two prompts of different lengths with four outputs each, and two rows continuing the first.
+
+    One is its second turn, the other shares only its opening tokens.
+    """
     generator = torch.Generator().manual_seed(0)
 
     def ids(n: int) -> list[int]:
         return torch.randint(5, 200, (n,), generator=generator).tolist()
 
     prompts = [ids(23), ids(17)]
-    return [Sample(prompt, ids(n)) for prompt in prompts for n in (6, 2, 9, 4)]
+    samples = [Sample(prompt, ids(n)) for prompt in prompts for n in (6, 2, 9, 4)]
+    second_turn = prompts[0] + samples[0].output_ids + ids(5)
+    return samples + [Sample(second_turn, ids(3)), Sample(prompts[0][:20] + ids(4), ids(5))]
 
 
 def _outputs(module, batch):
@@ -80,7 +110,8 @@ def test_shared_prompts_give_the_plain_layouts_logits_values_and_gradients(tiny_
     module, pad_id = tiny_module
     samples = _groups()
     plain, shared = collate(samples, pad_id=pad_id), collate(samples, pad_id=pad_id, share=True)
-    assert plain.shared is None and shared.shared is not None and shared.shared.prefix_ids.shape[0] == 2
+    assert plain.shared is None and shared.shared is not None
+    assert [len(g.rows) for g in prefix_groups([s.prompt_ids for s in samples])] == [6, 4]
     results = []
     for batch in (plain, shared):
         module.zero_grad()
