@@ -70,10 +70,14 @@ def test_one_rank_stage_0_steps_as_zero3_does_and_clips_the_same(tiny, sft_batch
 
 
 def test_gradient_checkpointing_gives_the_same_step(tiny, sft_batch):
-    runs = [
-        LearnerEngine(LearnerConfig(model="tiny", algo="sft", lr=1e-2, dtype="float32", gradient_checkpointing=flag))
+    # share_prompts off on both: the plain layout's one pass per micro-batch, so layers run once forward
+    configs = [
+        LearnerConfig(
+            model="tiny", algo="sft", lr=1e-2, dtype="float32", gradient_checkpointing=flag, share_prompts=False
+        )
         for flag in (False, True)
     ]
+    runs = [LearnerEngine(config) for config in configs]
     calls = [0, 0]
     for index, engine in enumerate(runs):
         mlp = engine.module.policy.model.layers[0].mlp

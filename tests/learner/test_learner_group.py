@@ -31,11 +31,16 @@ def ray_cluster():
 
 
 def fixed_batch():
-    """5 samples of different lengths (odd, so the two shards differ in size)."""
+    """5 samples of different lengths (odd, so the two shards differ in size).
+
+    Their prompts continue two openings (as a group's turns do), so ranks run shared prompts
+    (`learner.shared_prompts`) under ZeRO-3's gathers.
+    """
     generator = torch.Generator().manual_seed(0)
+    openings = [torch.randint(3, 500, (6,), generator=generator).tolist() for _ in range(2)]
     return [
         Sample(
-            torch.randint(3, 500, (3 + i,), generator=generator).tolist(),
+            openings[i % 2] + torch.randint(3, 500, (i,), generator=generator).tolist(),
             torch.randint(3, 500, (2 + 2 * i,), generator=generator).tolist(),
         )
         for i in range(5)
