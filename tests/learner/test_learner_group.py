@@ -33,14 +33,14 @@ def ray_cluster():
 def fixed_batch():
     """5 samples of different lengths (odd, so the two shards differ in size).
 
-    Their prompts continue two openings (as a group's turns do), so ranks run shared prompts
-    (`learner.shared_prompts`) under ZeRO-3's gathers.
+    Their prompts continue two openings (samples 0-1 and 2-4, as a group's turns do), so one rank
+    and each of two ranks run shared prompts (`learner.shared_prompts`), under ZeRO-3's gathers.
     """
     generator = torch.Generator().manual_seed(0)
     openings = [torch.randint(3, 500, (6,), generator=generator).tolist() for _ in range(2)]
     return [
         Sample(
-            openings[i % 2] + torch.randint(3, 500, (i,), generator=generator).tolist(),
+            openings[int(i > 1)] + torch.randint(3, 500, (i,), generator=generator).tolist(),
             torch.randint(3, 500, (2 + 2 * i,), generator=generator).tolist(),
         )
         for i in range(5)
