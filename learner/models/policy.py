@@ -6,6 +6,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,9 +127,17 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
+_SEEDED = threading.Lock()
+"""torch's RNG is one per process: two threads seeding it at once would interleave their draws."""
+
+
 def seeded_init(factory: Callable[[], PreTrainedModel], seed: int) -> PreTrainedModel:
-    """Build a randomly initialised model from `seed`, leaving the global RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
+    """Build a randomly initialised model from `seed`, leaving the global RNG untouched.
+
+    One build at a time per process: engines starting in threads side by side (vLLM's fp32 and
+    bf16, each saving `tiny` for its files) would otherwise build, and cache, other weights.
+    """
+    with _SEEDED, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return factory()
 

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -54,6 +55,14 @@ def test_tiny_is_deterministic_and_keeps_global_rng():
     assert _same_state(first.model, second.model)
     assert first.name == "tiny" and not first.is_vlm and first.processor is None
     assert first.model.config.num_hidden_layers == 2 and first.model.config.hidden_size == 64
+
+
+def test_tiny_built_in_threads_side_by_side_is_the_same_tiny():
+    # engines start in threads side by side (the vLLM tests' fp32 and bf16) and each builds `tiny`
+    alone = load_policy("tiny")
+    with ThreadPoolExecutor(4) as pool:
+        built = list(pool.map(lambda _: load_policy("tiny"), range(4)))
+    assert all(_same_state(alone.model, policy.model) for policy in built)
 
 
 def test_tiny_special_ids_fit_generation_and_batching():
