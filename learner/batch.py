@@ -82,7 +82,7 @@ class Batch:
     advantages: torch.Tensor  # (B,)
     returns: torch.Tensor  # (B,) PPO value targets (0 where absent)
     old_values: torch.Tensor  # (B,) PPO old values (0 where absent)
-    shared: SharedPrompts | None = None  # the same rows with each distinct prompt run once (collate's share)
+    shared: SharedPrompts | None = None  # the same rows, each common prompt prefix run once (collate's share)
 
     def to(self, device: torch.device) -> Batch:
         """The same batch with every tensor on `device`."""
@@ -149,14 +149,19 @@ def collate(
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         returns=torch.tensor([s.return_ or 0.0 for s in samples], dtype=torch.float32),
         old_values=torch.tensor([s.value or 0.0 for s in samples], dtype=torch.float32),
-        shared=share_prompts(samples, pad_id=pad_id) if share and not any(s.images for s in samples) else None,
+        shared=share_prompts(samples, pad_id=pad_id) if _text_only(samples, share) else None,
     )
+
+
+def _text_only(samples: Sequence[Sample], share: bool) -> bool:
+    """True when `share` asks for shared prompts and no sample carries images (they run the plain layout)."""
+    return share and not any(s.images for s in samples)
 
 
 def padded_tokens(samples: Sequence[Sample], *, share: bool) -> int:
     """Tokens a micro-batch of `samples` holds, padding included, in the layout `collate(share=share)` runs."""
     plain = plain_padded_tokens(samples)
-    shared = shared_padded_tokens(samples) if share and not any(s.images for s in samples) else None
+    shared = shared_padded_tokens(samples) if _text_only(samples, share) else None
     return plain if shared is None else min(plain, shared)
 
 
